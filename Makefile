@@ -1,0 +1,39 @@
+# One command per gate; CI runs `make test` through .ci/run.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SETUP := $(VENV)/.setup-stamp
+
+.PHONY: setup run test lint format bench demo-model clean
+
+$(SETUP): pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh
+
+setup: $(SETUP)
+
+## Run the service with demo defaults: synthetic source, bundled demo model, local SQLite.
+run: $(SETUP)
+	$(VENV)/bin/pandapulse serve
+
+## The whole test suite, from nothing (installs what it needs first).
+test: $(SETUP)
+	bash scripts/test.sh
+
+lint: $(SETUP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy model service
+
+format: $(SETUP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: $(SETUP)
+	$(PY) bench/model_bench.py
+	$(PY) bench/latency_bench.py
+
+## Rebuild the committed demo model and its evaluation report from scratch (about an hour here).
+demo-model: $(SETUP)
+	bash scripts/demo_model.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

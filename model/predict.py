@@ -1,0 +1,86 @@
+"""``pandapulse predict``: score recordings with a trained checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from model import aggregate, preprocessing
+from model.classifier import Classifier
+from model.errors import CheckpointError
+
+DEMO_MODEL = Path(__file__).parent / "assets" / "demo-model.safetensors"
+
+
+def default_model_path() -> Path:
+    return DEMO_MODEL
+
+
+def analyse(recording: preprocessing.Recording, classifier: Classifier) -> dict[str, Any]:
+    """Segment a recording, score each segment and aggregate: the JSON ``/predict`` answers.
+
+    Segments come from 2-s tiling of the whole file.
+    """
+    segments = preprocessing.tile(recording.audio)
+    pred = classifier.predict(preprocessing.stack(segments))
+    p_success = aggregate.running_p_success(pred.p_success)
+    return {
+        "duration_s": round(recording.duration_s, 3),
+        "mono": recording.mono,
+        "source_rate": recording.source_rate,
+        "model_version": classifier.version,
+        "class_names": list(classifier.class_names),
+        "segments": [
+            {
+                "start_s": round(seg.start_s, 3),
+                "end_s": round(seg.end_s, 3),
+                "p_success": round(float(pred.p_success[i]), 4),
+                "p_failure": round(float(pred.p_failure[i]), 4),
+                "attention": [round(float(a), 5) for a in pred.attention[i]],
+            }
+            for i, seg in enumerate(segments)
+        ],
+        "p_success": None if p_success is None else round(p_success, 4),
+        "verdict": aggregate.verdict(p_success, classifier.class_names),
+    }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="recordings to score")
+    parser.add_argument(
+        "--model", type=Path, default=None, help=f"checkpoint (default: the demo model, {DEMO_MODEL.name})"
+    )
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA if present)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def run(args: argparse.Namespace) -> int:
+    path = args.model or default_model_path()
+    if not Path(path).is_file():
+        raise CheckpointError(
+            f"no trained checkpoint at {path}: train one with `pandapulse train` (or `make demo-model`)"
+            " and pass it with --model; PandaPulse never predicts with untrained weights"
+        )
+    classifier = Classifier.from_checkpoint(path, device=args.device)
+    results = {}
+    for file in args.files:
+        results[str(file)] = analyse(preprocessing.load(file), classifier)
+    if args.json:
+        for result in results.values():
+            for seg in result["segments"]:
+                seg.pop("attention")
+        print(json.dumps(results, indent=2))
+        return 0
+    s_name, f_name = classifier.class_names
+    for file, result in results.items():
+        print(f"{file}  ({result['duration_s']:.1f} s{', mono' if result['mono'] else ''}, model {classifier.version})")
+        print(f"  {'start s':>8} {'end s':>8} {'P(' + s_name + ')':>14} {'P(' + f_name + ')':>14}")
+        for seg in result["segments"]:
+            print(f"  {seg['start_s']:8.2f} {seg['end_s']:8.2f} {seg['p_success']:14.3f} {seg['p_failure']:14.3f}")
+        if result["verdict"] is None:
+            print("  verdict: no vocalization found")
+        else:
+            print(f"  verdict: {result['verdict']} (P({s_name}) = {result['p_success']:.3f} over {len(result['segments'])} segments)")
+    return 0
