@@ -1,0 +1,153 @@
+"""Internal events of the live pipeline, and the sink that receives them.
+
+Every event is a frozen dataclass carrying its source's id and a sample index (at
+``model.constants.SAMPLE_RATE``) counted from the moment that source started: the sample index
+is the clock; wall time is derived from it once, by whoever publishes the event.
+
+Threads: the pipeline creates these objects on its per-source threads and on its inference
+worker thread, and hands them to an ``EventSink`` from those threads. After creation nobody
+mutates them (the arrays inside are not written to again either), so a sink may keep them and
+pass them to other threads without copying.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+
+CallKind = Literal["start", "end"]
+SourceState = Literal["ok", "stalled", "stopped"]
+
+
+@dataclass(frozen=True)
+class AudioBlock:
+    """A block of captured audio, as an ``AudioSource`` delivers it.
+
+    Attributes
+    ----------
+    source_id : str
+    start : int
+        Sample index of the block's first sample since the source started.
+    audio : np.ndarray, shape (2, n), float32, full scale +-1, at SAMPLE_RATE
+    captured_at : float
+        ``time.monotonic()`` when the block's last sample entered the source (the sound card
+        callback, the file reader); the latency bench measures from here.
+    """
+
+    source_id: str
+    start: int
+    audio: np.ndarray
+    captured_at: float
+
+    @property
+    def end(self) -> int:
+        """Sample index one past the block's last sample."""
+        return self.start + int(self.audio.shape[1])
+
+
+@dataclass(frozen=True)
+class LevelUpdate:
+    """Per-channel levels of one stretch of audio (~0.1 s) for the meters.
+
+    ``rms_db`` and ``peak_db`` are (left, right) in dBFS (0 dBFS = full scale); digital
+    silence reads as a finite floor (``model.segmenter.LEVEL_FLOOR_DB``), never -inf.
+    ``start`` is the sample index of the stretch's first sample.
+    """
+
+    source_id: str
+    start: int
+    rms_db: tuple[float, float]
+    peak_db: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class SpectrogramColumns:
+    """Log-mel spectrogram columns for the dashboard's scrolling display.
+
+    ``columns`` is (n, 64) uint8, one row per column (time), low frequency first within a
+    column; 0 = -90 dBFS or less, 255 = 0 dBFS (docs/PROTOCOL.md, ``spectrogram``). ``start``
+    is the sample index of the first column's frame.
+    """
+
+    source_id: str
+    start: int
+    columns: np.ndarray
+
+
+@dataclass(frozen=True)
+class CallEvent:
+    """The detector saw a vocalization start or end at ``sample`` (either channel counts)."""
+
+    source_id: str
+    kind: CallKind
+    sample: int
+
+
+@dataclass(frozen=True)
+class ScoredSegment:
+    """A 2-s segment cut from a detected call, scored by the classifier.
+
+    Attributes
+    ----------
+    source_id : str
+    start, end : int
+        Sample indices of the source audio the segment covers (``end - start`` <= 88,200;
+        shorter pieces were padded by repetition before scoring).
+    audio : np.ndarray, shape (2, end - start), float32
+        The raw audio as captured (not normalised, not padded): what the clip stores.
+    p_success, p_failure : float
+        Frame-averaged class probabilities; they sum to 1.
+    attention : np.ndarray, shape (86,), float32
+        Per-frame attention weight.
+    levels_db : tuple[float, float]
+        RMS level of each channel over [start, end), dBFS.
+    model_version : str
+    processing_ms : float
+        Time the inference worker spent on this segment's batch (features + model), ms.
+    ready_at : float
+        ``time.monotonic()`` when the segment's last sample entered its source.
+    """
+
+    source_id: str
+    start: int
+    end: int
+    audio: np.ndarray
+    p_success: float
+    p_failure: float
+    attention: np.ndarray
+    levels_db: tuple[float, float]
+    model_version: str
+    processing_ms: float
+    ready_at: float
+
+
+@dataclass(frozen=True)
+class SourceStatus:
+    """A source's health changed: ``ok`` (audio flows), ``stalled`` (no audio for the
+    watchdog's time; ``detail`` says for how long and the likely cause), ``stopped``."""
+
+    source_id: str
+    status: SourceState
+    detail: str = ""
+
+
+class EventSink(Protocol):
+    """Receives the pipeline's events. Implemented by the service (store, then publish).
+
+    Every method is called from a pipeline thread (a per-source thread for levels, spectrogram
+    columns and calls; the inference worker for segments; the watchdog for status), possibly
+    several at once, so implementations must be thread-safe and should return quickly: a slow
+    sink delays that thread's next block.
+    """
+
+    def on_level(self, event: LevelUpdate) -> None: ...
+
+    def on_spectrogram(self, event: SpectrogramColumns) -> None: ...
+
+    def on_call(self, event: CallEvent) -> None: ...
+
+    def on_segment(self, event: ScoredSegment) -> None: ...
+
+    def on_source_status(self, event: SourceStatus) -> None: ...
