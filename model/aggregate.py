@@ -21,7 +21,9 @@ def running_p_success(p_success: Sequence[float] | np.ndarray) -> float | None:
     return float(values.mean()) if values.size else None
 
 
-def verdict(p_success: float | None, class_names: Sequence[str] = ("success", "failure")) -> str | None:
+def verdict(
+    p_success: float | None, class_names: Sequence[str] = ("success", "failure")
+) -> str | None:
     """The first class name when p_success > 0.5 (the paper's P_s > P_f), else the second."""
     if p_success is None:
         return None

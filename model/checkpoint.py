@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
-from safetensors import safe_open
 
 from model import constants as C
 from model.errors import CheckpointError
@@ -50,7 +49,9 @@ def save(path: str | Path, model: CGANet, metadata: dict[str, Any] | None = None
     meta = dict(metadata or {})
     class_names = list(meta.get("class_names", C.CLASS_NAMES))
     if len(class_names) != C.N_CLASSES or len(set(class_names)) != C.N_CLASSES:
-        raise CheckpointError(f"class_names must be {C.N_CLASSES} distinct names, got {class_names}")
+        raise CheckpointError(
+            f"class_names must be {C.N_CLASSES} distinct names, got {class_names}"
+        )
     meta.update(
         format=FORMAT,
         class_names=class_names,
@@ -95,7 +96,9 @@ def check_feature_config(meta: dict[str, Any], path: str | Path = "checkpoint") 
     saved = meta.get("feature_config") or {}
     expected = C.feature_config(int(saved.get("n_features", C.N_MFCC)))
     diffs = [
-        f"{k}: checkpoint {saved.get(k)!r}, code {v!r}" for k, v in expected.items() if saved.get(k) != v
+        f"{k}: checkpoint {saved.get(k)!r}, code {v!r}"
+        for k, v in expected.items()
+        if saved.get(k) != v
     ]
     if diffs:
         raise CheckpointError(

@@ -58,13 +58,16 @@ class Classifier:
     ) -> None:
         self.device = device if isinstance(device, torch.device) else choose_device(device)
         self.metadata = dict(metadata or {})
-        self.class_names: tuple[str, str] = tuple(self.metadata.get("class_names", C.CLASS_NAMES))  # type: ignore[assignment]
+        names = self.metadata.get("class_names", C.CLASS_NAMES)
+        self.class_names: tuple[str, str] = (str(names[0]), str(names[1]))
         self.version: str = str(self.metadata.get("model_version", "untracked"))
         self.max_batch = max_batch
         self.network = network.fused().to(self.device).eval()
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | None = None, **kwargs: Any) -> Classifier:
+    def from_checkpoint(
+        cls, path: str | Path, device: str | None = None, **kwargs: Any
+    ) -> Classifier:
         network, meta = checkpoint.load(path)
         return cls(network, meta, device=device, **kwargs)
 
@@ -110,7 +113,9 @@ class Classifier:
                 np.zeros((0, C.N_FRAMES), np.float32),
                 np.zeros((0, C.GRU_HIDDEN), np.float32),
             )
-        frame_probs, totals, attention, embedding = (torch.cat(t).numpy() for t in zip(*outputs, strict=True))
+        frame_probs, totals, attention, embedding = (
+            torch.cat(t).numpy() for t in zip(*outputs, strict=True)
+        )
         share = totals / C.N_FRAMES
         return Prediction(
             p_success=share[:, 0],

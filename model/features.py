@@ -78,7 +78,11 @@ def mfcc(audio: torch.Tensor) -> torch.Tensor:
 def mfcc_numpy(segments: np.ndarray, *, device: str | torch.device = "cpu") -> np.ndarray:
     """``mfcc`` for a NumPy array (..., 2, 88200) float32; returns (..., 2, 86, 40) float32."""
     with torch.inference_mode():
-        return mfcc(torch.from_numpy(np.ascontiguousarray(segments, dtype=np.float32)).to(device)).cpu().numpy()
+        return (
+            mfcc(torch.from_numpy(np.ascontiguousarray(segments, dtype=np.float32)).to(device))
+            .cpu()
+            .numpy()
+        )
 
 
 def combined(segment: np.ndarray) -> np.ndarray:
@@ -96,20 +100,23 @@ def combined(segment: np.ndarray) -> np.ndarray:
         contrast (7), roll-off (1), zero-crossing rate (1).
     """
     if segment.shape != (C.N_CHANNELS, C.SEGMENT_SAMPLES):
-        raise ValueError(f"combined expects ({C.N_CHANNELS}, {C.SEGMENT_SAMPLES}), got {segment.shape}")
-    kw = {"n_fft": C.N_FFT, "hop_length": C.HOP_LENGTH}
+        raise ValueError(
+            f"combined expects ({C.N_CHANNELS}, {C.SEGMENT_SAMPLES}), got {segment.shape}"
+        )
+    n_fft, hop, sr = C.N_FFT, C.HOP_LENGTH, C.SAMPLE_RATE
     y = np.ascontiguousarray(segment, dtype=np.float32)
-    stft = np.abs(librosa.stft(y, **kw))
-    power = stft**2
+    stft = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop))
     rows = [
         mfcc_numpy(y).transpose(0, 2, 1),  # (2, 40, 86): the one MFCC implementation
-        librosa.feature.chroma_stft(S=power, sr=C.SAMPLE_RATE, n_chroma=C.N_CHROMA, **kw),
-        librosa.feature.spectral_centroid(S=stft, sr=C.SAMPLE_RATE, **kw),
-        librosa.feature.spectral_contrast(
-            S=stft, sr=C.SAMPLE_RATE, n_bands=C.N_CONTRAST_BANDS, **kw
+        librosa.feature.chroma_stft(
+            S=stft**2, sr=sr, n_chroma=C.N_CHROMA, n_fft=n_fft, hop_length=hop
         ),
-        librosa.feature.spectral_rolloff(S=stft, sr=C.SAMPLE_RATE, **kw),
-        librosa.feature.zero_crossing_rate(y, frame_length=C.N_FFT, hop_length=C.HOP_LENGTH),
+        librosa.feature.spectral_centroid(S=stft, sr=sr, n_fft=n_fft, hop_length=hop),
+        librosa.feature.spectral_contrast(
+            S=stft, sr=sr, n_bands=C.N_CONTRAST_BANDS, n_fft=n_fft, hop_length=hop
+        ),
+        librosa.feature.spectral_rolloff(S=stft, sr=sr, n_fft=n_fft, hop_length=hop),
+        librosa.feature.zero_crossing_rate(y, frame_length=n_fft, hop_length=hop),
     ]
     stacked = np.concatenate([r[..., : C.N_FRAMES] for r in rows], axis=-2)
     return stacked.transpose(0, 2, 1).astype(np.float32)

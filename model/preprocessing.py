@@ -92,7 +92,9 @@ def to_model_audio(data: np.ndarray, sample_rate: int) -> Recording:
         audio = np.repeat(audio, C.N_CHANNELS, axis=0)
     if sample_rate != C.SAMPLE_RATE:
         audio = librosa.resample(audio, orig_sr=sample_rate, target_sr=C.SAMPLE_RATE, axis=-1)
-    return Recording(audio=np.ascontiguousarray(audio, dtype=np.float32), mono=mono, source_rate=sample_rate)
+    return Recording(
+        audio=np.ascontiguousarray(audio, dtype=np.float32), mono=mono, source_rate=sample_rate
+    )
 
 
 def load(source: str | Path | BinaryIO | bytes) -> Recording:
