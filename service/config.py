@@ -1,0 +1,323 @@
+"""Service configuration: one ``Settings`` object, built once at start-up and passed down.
+
+Sources, lowest priority first: the built-in demo defaults, a YAML file (``--config``), then
+environment variables ``PANDAPULSE__SECTION__FIELD`` (nested delimiter ``__``; lists such as
+``PANDAPULSE__SOURCES`` take JSON), then command-line overrides. Unknown keys are refused
+everywhere, including unknown ``PANDAPULSE__...`` variables, and every error names the field
+path (``alerts.clear_threshold``) it concerns.
+
+``deploy/pandapulse.example.yaml`` documents every field with its unit and range.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+
+from model.errors import ConfigError
+
+ENV_PREFIX = "PANDAPULSE__"
+ENV_DELIMITER = "__"
+DEMO_MODEL = Path(__file__).resolve().parents[1] / "model" / "assets" / "demo-model.safetensors"
+"""The committed demo checkpoint the service uses when no model is configured."""
+
+_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    """Interface to listen on; 0.0.0.0 exposes the service to the network."""
+    port: int = Field(default=8000, ge=1, le=65535)
+    token: SecretStr | None = None
+    """Bearer token required on every route but /healthz; None (no token) leaves the API open."""
+    cors_origins: list[str] = Field(default_factory=list)
+    """Origins allowed to call the API from a browser page they serve; [] = CORS closed."""
+    max_upload_mb: float = Field(default=800.0, gt=0, le=16_384)
+    """Largest /predict upload (MiB); a one-hour stereo 16-bit WAV at 44.1 kHz is ~606 MiB."""
+    max_upload_s: float = Field(default=3900.0, gt=0, le=86_400)
+    """Longest /predict recording (s) once decoded."""
+    ws_queue_size: int = Field(default=256, ge=8, le=100_000)
+    """Messages waiting per WebSocket client before its oldest live updates are dropped."""
+    ws_snapshot_segments: int = Field(default=50, ge=0, le=10_000)
+    """Recent segments sent in the snapshot a WebSocket client gets on connect."""
+    stats_interval_s: float = Field(default=2.0, gt=0, le=3600)
+    """Period of the ``stats`` WebSocket event (s)."""
+
+
+class SourceSettings(_Section):
+    id: str = Field(pattern=_ID_PATTERN)
+    """Short identifier used in URLs, events and file names (letters, digits, ``_ . -``)."""
+    enclosure: str = ""
+    """Human name of the enclosure this source listens to (defaults to the id)."""
+    kind: Literal["sounddevice", "file", "synthetic"] = "synthetic"
+    device: str | int | None = None
+    """sounddevice only: input device name (substring) or index; None = the system default."""
+    path: Path | None = None
+    """file only: the recording to replay."""
+    realtime: bool = True
+    """file and synthetic: deliver audio at real-time pace (False = as fast as consumed)."""
+    loop: bool = False
+    """file only: start again from the beginning at the end of the file."""
+    seed: int | None = None
+    """synthetic only: random seed (None = a fresh one each start)."""
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> SourceSettings:
+        if self.kind == "file" and self.path is None:
+            raise ValueError(f"source {self.id!r} is a file source and needs a 'path'")
+        if self.kind != "file" and self.path is not None:
+            raise ValueError(f"source {self.id!r}: 'path' only applies to kind 'file'")
+        if self.kind != "sounddevice" and self.device is not None:
+            raise ValueError(f"source {self.id!r}: 'device' only applies to kind 'sounddevice'")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.enclosure or self.id
+
+
+class DetectorSettings(_Section):
+    frame_ms: float = Field(default=20.0, ge=5, le=200)
+    """Energy frame length (ms)."""
+    on_db: float = Field(default=10.0, gt=0, le=60)
+    """A call starts when a channel's frame RMS exceeds the noise floor by this (dB)."""
+    off_db: float = Field(default=6.0, ge=0, le=60)
+    """...and ends when both channels fall below floor + off_db (dB); must be < on_db."""
+    min_call_ms: float = Field(default=100.0, ge=0, le=10_000)
+    """Calls shorter than this are ignored (ms)."""
+    hangover_ms: float = Field(default=200.0, ge=0, le=10_000)
+    """Quiet time a call may contain before it is ended (ms)."""
+    floor_time_constant_s: float = Field(default=2.0, gt=0, le=600)
+    """How fast the noise floor follows the background while no call is on (s)."""
+
+    @model_validator(mode="after")
+    def _check_hysteresis(self) -> DetectorSettings:
+        if self.off_db >= self.on_db:
+            raise ValueError(
+                f"off_db ({self.off_db}) must be lower than on_db ({self.on_db}): the"
+                " detector needs hysteresis"
+            )
+        return self
+
+
+class InferenceSettings(_Section):
+    model: Path | None = None
+    """CGANet checkpoint (.safetensors); None = the bundled demo model."""
+    device: str | None = None
+    """'cpu', 'cuda' or 'cuda:N'; None = CUDA when present, else CPU."""
+    max_batch: int = Field(default=32, ge=1, le=1024)
+    """Most segments scored in one forward pass (all sources share one worker)."""
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"cpu|cuda(:\d+)?", value):
+            raise ValueError(f"device {value!r} is not supported: use cpu, cuda or cuda:N")
+        return value
+
+    @property
+    def model_path(self) -> Path:
+        return self.model if self.model is not None else DEMO_MODEL
+
+
+class EncounterSettings(_Section):
+    auto: bool = True
+    """Open an encounter automatically on the first call after silence."""
+    silence_close_s: float = Field(default=120.0, gt=0, le=86_400)
+    """An automatic encounter closes after this much silence (s, on the source's sample clock);
+    encounters a keeper started are closed only by a keeper."""
+    min_segments_for_verdict: int = Field(default=5, ge=1, le=10_000)
+    """No verdict is given before this many segments were scored."""
+
+
+class AlertSettings(_Section):
+    failure_threshold: float = Field(default=0.7, gt=0, lt=1)
+    """Raise when the encounter's running P(failure) is above this..."""
+    hold_segments: int = Field(default=3, ge=1, le=1000)
+    """...for this many consecutive segments."""
+    clear_threshold: float = Field(default=0.6, ge=0, lt=1)
+    """Re-arm only after the running P(failure) fell below this (hysteresis); < failure_threshold."""
+    cooldown_s: float = Field(default=600.0, ge=0, le=86_400)
+    """Least time between two failure alerts of one encounter (s, on the sample clock)."""
+    min_segments: int = Field(default=3, ge=1, le=10_000)
+    """No failure alert before the encounter has this many segments."""
+    stall_after_s: float = Field(default=5.0, gt=0, le=3600)
+    """The pipeline's watchdog reports a source stalled after this long without audio (s)."""
+    webhook_urls: list[HttpUrl] = Field(default_factory=list)
+    """Each alert is POSTed as JSON to every URL here (from the SQLite outbox, with retries)."""
+    webhook_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    retry_schedule_s: list[float] = Field(
+        default_factory=lambda: [1.0, 2.0, 5.0, 15.0, 60.0, 300.0]
+    )
+    """Waits between delivery attempts (s); the last one repeats until delivery succeeds."""
+
+    @field_validator("retry_schedule_s")
+    @classmethod
+    def _check_schedule(cls, value: list[float]) -> list[float]:
+        if not value or any(v <= 0 for v in value):
+            raise ValueError("retry_schedule_s must be a non-empty list of positive seconds")
+        return value
+
+    @model_validator(mode="after")
+    def _check_hysteresis(self) -> AlertSettings:
+        if self.clear_threshold >= self.failure_threshold:
+            raise ValueError(
+                f"clear_threshold ({self.clear_threshold}) must be lower than failure_threshold"
+                f" ({self.failure_threshold}): alerts need hysteresis"
+            )
+        return self
+
+
+class StorageSettings(_Section):
+    data_dir: Path = Path("data")
+    """SQLite database and FLAC clips live here (relative paths: from the working directory)."""
+    keep_days: float = Field(default=90.0, gt=0, le=36_500)
+    """Closed encounters, their segments, clips and alerts older than this are deleted (days)."""
+    max_disk_mb: float = Field(default=2048.0, gt=0)
+    """Clips are deleted oldest first while they use more than this (MiB); rows stay."""
+    keep_clips: bool = True
+    """Store each scored segment's audio as FLAC (for review and retraining)."""
+    retention_interval_s: float = Field(default=600.0, gt=0, le=86_400)
+    """How often retention runs (s)."""
+
+
+def _demo_sources() -> list[SourceSettings]:
+    return [SourceSettings(id="demo", enclosure="Demo enclosure (synthetic)", kind="synthetic")]
+
+
+class Settings(BaseSettings):
+    """The whole service configuration (see the module docstring for where values come from)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_DELIMITER, extra="forbid", frozen=True
+    )
+
+    server: ServerSettings = ServerSettings()
+    sources: list[SourceSettings] = Field(default_factory=_demo_sources, min_length=1)
+    detector: DetectorSettings = DetectorSettings()
+    inference: InferenceSettings = InferenceSettings()
+    encounter: EncounterSettings = EncounterSettings()
+    alerts: AlertSettings = AlertSettings()
+    storage: StorageSettings = StorageSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: Any, init_settings: Any, *_: Any, **__: Any
+    ) -> Any:
+        # ``load`` merges file, environment and overrides itself, so the constructor only
+        # validates what it is given: no hidden second reading of the environment.
+        return (init_settings,)
+
+    @model_validator(mode="after")
+    def _check_sources(self) -> Settings:
+        ids = [s.id for s in self.sources]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"source ids must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    def source(self, source_id: str) -> SourceSettings | None:
+        return next((s for s in self.sources if s.id == source_id), None)
+
+
+def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from err
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config file {path} must hold a mapping of sections, not {type(data).__name__}"
+        )
+    return data
+
+
+def _read_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    sections = set(Settings.model_fields)
+    for key in environ:
+        if key.upper().startswith(ENV_PREFIX):
+            section = key[len(ENV_PREFIX) :].split(ENV_DELIMITER)[0].lower()
+            if section not in sections:
+                raise ConfigError(
+                    f"environment variable {key}: unknown section {section!r};"
+                    f" known: {', '.join(sorted(sections))}"
+                )
+    source = EnvSettingsSource(Settings, case_sensitive=False)
+    source.env_vars = {k.lower(): v for k, v in environ.items()}
+    return dict(source())
+
+
+def _format_errors(err: ValidationError, origin: str) -> str:
+    lines = []
+    for item in err.errors():
+        loc = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        msg = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            msg = "unknown key (see deploy/pandapulse.example.yaml for the accepted ones)"
+        lines.append(f"  {loc}: {msg}")
+    return f"invalid configuration ({origin}):\n" + "\n".join(lines)
+
+
+def load_settings(
+    path: str | Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the settings from the YAML file ``path`` (optional), the environment and overrides.
+
+    ``environ`` defaults to ``os.environ``; ``overrides`` (nested dicts, e.g. from the command
+    line) win over both. Raises ``ConfigError`` naming every bad field.
+    """
+    data: dict[str, Any] = {}
+    origins = []
+    if path is not None:
+        data = _read_yaml(Path(path))
+        origins.append(str(path))
+    env = _read_env(os.environ if environ is None else environ)
+    if env:
+        origins.append("environment")
+        data = _deep_merge(data, env)
+    if overrides:
+        origins.append("command line")
+        data = _deep_merge(data, overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, " + ".join(origins) or "defaults")) from err

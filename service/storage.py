@@ -1,0 +1,649 @@
+"""SQLite (WAL) storage for encounters, segments, alerts and the webhook outbox, plus FLAC clips.
+
+Ownership: a ``Storage`` holds one sqlite3 connection, created by and used from one thread only
+(sqlite3's ``check_same_thread`` enforces it). In the service that thread is the monitor's
+worker (``service.monitor``); every read and write goes through it, so there is exactly one
+writer and no locking here.
+
+Durability: WAL with ``synchronous=NORMAL`` for segments and encounters (a power cut may lose
+the last transactions, never corrupts), ``synchronous=FULL`` around alert and outbox writes so
+an alert acknowledged to the pipeline is on disk.
+
+Layout under ``data_dir``: ``pandapulse.sqlite3`` (+ WAL files) and
+``clips/<source>/<YYYY-MM-DD>/<source>_<start sample>_<time>.flac`` (paths stored relative).
+Schema version lives in ``PRAGMA user_version``; ``_MIGRATIONS[i]`` upgrades from version i.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from model import constants as C
+from model.errors import DataError
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "pandapulse.sqlite3"
+CLIPS_DIR = "clips"
+CLIP_SUBTYPE = "PCM_24"
+"""FLAC sample format of stored clips: 24-bit keeps quiet calls usable for retraining."""
+
+_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE encounters (
+        id INTEGER PRIMARY KEY,
+        source TEXT NOT NULL,
+        enclosure TEXT NOT NULL DEFAULT '',
+        pair TEXT NOT NULL DEFAULT '',
+        keeper TEXT NOT NULL DEFAULT '',
+        notes TEXT NOT NULL DEFAULT '',
+        started_at TEXT NOT NULL,
+        ended_at TEXT,
+        auto INTEGER NOT NULL DEFAULT 0,
+        n_segments INTEGER NOT NULL DEFAULT 0,
+        p_success REAL,
+        verdict TEXT,
+        outcome TEXT,
+        copulation_observed INTEGER,
+        pregnancy_confirmed INTEGER,
+        model_version TEXT
+    );
+    CREATE INDEX encounters_source ON encounters (source, id);
+    CREATE TABLE segments (
+        id INTEGER PRIMARY KEY,
+        encounter_id INTEGER REFERENCES encounters (id) ON DELETE CASCADE,
+        source TEXT NOT NULL,
+        start_sample INTEGER NOT NULL,
+        end_sample INTEGER NOT NULL,
+        wall_time TEXT NOT NULL,
+        p_success REAL NOT NULL,
+        p_failure REAL NOT NULL,
+        attention BLOB NOT NULL,
+        level_left_db REAL NOT NULL,
+        level_right_db REAL NOT NULL,
+        model_version TEXT NOT NULL,
+        clip_path TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX segments_encounter ON segments (encounter_id, id);
+    CREATE INDEX segments_created ON segments (created_at);
+    CREATE TABLE alerts (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        source TEXT,
+        encounter_id INTEGER REFERENCES encounters (id) ON DELETE SET NULL,
+        message TEXT NOT NULL,
+        p_failure REAL,
+        created_at TEXT NOT NULL,
+        acknowledged_at TEXT,
+        acknowledged_by TEXT
+    );
+    CREATE INDEX alerts_encounter ON alerts (encounter_id);
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        alert_id INTEGER REFERENCES alerts (id) ON DELETE CASCADE,
+        url TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        delivered_at TEXT,
+        last_error TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX outbox_due ON outbox (delivered_at, next_attempt_at);
+    """,
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(t: datetime) -> str:
+    """ISO-8601 UTC with milliseconds and a ``Z``: what every stored and sent time looks like."""
+    return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """One pending webhook delivery."""
+
+    id: int
+    alert_id: int
+    url: str
+    payload: str
+    attempts: int
+
+
+class Storage:
+    """The service's database and clip store (see the module docstring for threading)."""
+
+    def __init__(self, data_dir: str | Path, *, keep_clips: bool = True) -> None:
+        self.data_dir = Path(data_dir)
+        self.keep_clips = keep_clips
+        try:
+            self.clips_dir.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.data_dir / DB_NAME, isolation_level=None)
+        except (OSError, sqlite3.Error) as err:
+            raise DataError(f"cannot open the data directory {self.data_dir}: {err}") from err
+        self._db.row_factory = sqlite3.Row
+        self.journal_mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
+
+    @property
+    def clips_dir(self) -> Path:
+        return self.data_dir / CLIPS_DIR
+
+    def close(self) -> None:
+        self._db.close()
+
+    # --- schema ---------------------------------------------------------------------------
+    def _migrate(self) -> None:
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise DataError(
+                f"{self.data_dir / DB_NAME} has schema version {version}, newer than this"
+                f" PandaPulse ({SCHEMA_VERSION}): upgrade PandaPulse or use another data_dir"
+            )
+        for v in range(version, SCHEMA_VERSION):
+            try:
+                self._db.executescript(
+                    "BEGIN IMMEDIATE;" + _MIGRATIONS[v] + f"PRAGMA user_version={v + 1}; COMMIT;"
+                )
+            except sqlite3.Error as err:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise DataError(
+                    f"cannot upgrade {self.data_dir / DB_NAME} to schema {v + 1}: {err}"
+                ) from err
+
+    def schema_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _tx(self) -> _Transaction:
+        return _Transaction(self._db)
+
+    # --- encounters -----------------------------------------------------------------------
+    def create_encounter(
+        self,
+        *,
+        source: str,
+        enclosure: str = "",
+        pair: str = "",
+        keeper: str = "",
+        notes: str = "",
+        auto: bool = False,
+        started_at: datetime | None = None,
+    ) -> dict[str, Any]:
+        with self._tx():
+            cur = self._db.execute(
+                "INSERT INTO encounters (source, enclosure, pair, keeper, notes, started_at, auto)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (source, enclosure, pair, keeper, notes, iso(started_at or utc_now()), int(auto)),
+            )
+        return self._encounter(int(cur.lastrowid or 0))
+
+    def stop_encounter(self, encounter_id: int, ended_at: datetime | None = None) -> dict[str, Any]:
+        with self._tx():
+            self._db.execute(
+                "UPDATE encounters SET ended_at = ? WHERE id = ? AND ended_at IS NULL",
+                (iso(ended_at or utc_now()), encounter_id),
+            )
+        return self._encounter(encounter_id)
+
+    def set_outcome(
+        self,
+        encounter_id: int,
+        *,
+        outcome: str,
+        copulation_observed: bool | None = None,
+        pregnancy_confirmed: bool | None = None,
+        notes: str | None = None,
+    ) -> dict[str, Any]:
+        with self._tx():
+            self._db.execute(
+                "UPDATE encounters SET outcome = ?, copulation_observed = ?,"
+                " pregnancy_confirmed = ?, notes = COALESCE(?, notes) WHERE id = ?",
+                (
+                    outcome,
+                    None if copulation_observed is None else int(copulation_observed),
+                    None if pregnancy_confirmed is None else int(pregnancy_confirmed),
+                    notes,
+                    encounter_id,
+                ),
+            )
+        return self._encounter(encounter_id)
+
+    def get_encounter(self, encounter_id: int) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT * FROM encounters WHERE id = ?", (encounter_id,)).fetchone()
+        return None if row is None else _encounter_dict(row)
+
+    def _encounter(self, encounter_id: int) -> dict[str, Any]:
+        found = self.get_encounter(encounter_id)
+        if found is None:
+            raise KeyError(encounter_id)
+        return found
+
+    def list_encounters(
+        self, *, limit: int = 50, offset: int = 0, source: str | None = None
+    ) -> tuple[list[dict[str, Any]], int]:
+        where, args = ("WHERE source = ?", [source]) if source else ("", [])
+        total = self._db.execute(f"SELECT COUNT(*) FROM encounters {where}", args).fetchone()[0]
+        rows = self._db.execute(
+            f"SELECT * FROM encounters {where} ORDER BY id DESC LIMIT ? OFFSET ?",
+            [*args, limit, offset],
+        ).fetchall()
+        return [_encounter_dict(r) for r in rows], int(total)
+
+    def open_encounters(self) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT * FROM encounters WHERE ended_at IS NULL ORDER BY id"
+        ).fetchall()
+        return [_encounter_dict(r) for r in rows]
+
+    # --- segments -------------------------------------------------------------------------
+    def add_segment(
+        self,
+        *,
+        encounter_id: int | None,
+        source: str,
+        start_sample: int,
+        end_sample: int,
+        wall_time: datetime,
+        p_success: float,
+        p_failure: float,
+        attention: np.ndarray,
+        levels_db: Sequence[float],
+        model_version: str,
+        audio: np.ndarray | None,
+        running_p_success: float | None = None,
+        verdict: str | None = None,
+    ) -> dict[str, Any]:
+        """Store one scored segment (its clip first) and update its encounter's running figures.
+
+        ``attention`` is (86,) float32; ``audio`` (2, n) float32 as captured, or None for no
+        clip. Returns the segment object of docs/PROTOCOL.md.
+        """
+        clip = None
+        if self.keep_clips and audio is not None and audio.size:
+            clip = self._write_clip(source, start_sample, wall_time, audio)
+        att = np.ascontiguousarray(attention, dtype="<f4")
+        with self._tx():
+            cur = self._db.execute(
+                "INSERT INTO segments (encounter_id, source, start_sample, end_sample, wall_time,"
+                " p_success, p_failure, attention, level_left_db, level_right_db, model_version,"
+                " clip_path, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    encounter_id,
+                    source,
+                    int(start_sample),
+                    int(end_sample),
+                    iso(wall_time),
+                    float(p_success),
+                    float(p_failure),
+                    att.tobytes(),
+                    float(levels_db[0]),
+                    float(levels_db[1]),
+                    model_version,
+                    clip,
+                    iso(utc_now()),
+                ),
+            )
+            if encounter_id is not None:
+                self._db.execute(
+                    "UPDATE encounters SET n_segments = n_segments + 1, p_success = ?,"
+                    " verdict = ?, model_version = ? WHERE id = ?",
+                    (running_p_success, verdict, model_version, encounter_id),
+                )
+        return self._segment(int(cur.lastrowid or 0))
+
+    def _write_clip(
+        self, source: str, start_sample: int, wall_time: datetime, audio: np.ndarray
+    ) -> str | None:
+        day = wall_time.astimezone(UTC)
+        rel = Path(CLIPS_DIR) / source / day.strftime("%Y-%m-%d")
+        name = f"{source}_{int(start_sample)}_{day.strftime('%H%M%S%f')}.flac"
+        try:
+            (self.data_dir / rel).mkdir(parents=True, exist_ok=True)
+            data = np.clip(np.asarray(audio, dtype=np.float32).T, -1.0, 1.0)
+            sf.write(
+                self.data_dir / rel / name, data, C.SAMPLE_RATE, format="FLAC", subtype=CLIP_SUBTYPE
+            )
+        except (OSError, sf.LibsndfileError, RuntimeError) as err:
+            # The scores matter more than the clip: store the segment without it.
+            log.error("cannot write clip %s: %s (segment stored without audio)", rel / name, err)
+            return None
+        return str(rel / name)
+
+    def get_segment(self, segment_id: int) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT * FROM segments WHERE id = ?", (segment_id,)).fetchone()
+        return None if row is None else _segment_dict(row)
+
+    def _segment(self, segment_id: int) -> dict[str, Any]:
+        found = self.get_segment(segment_id)
+        if found is None:
+            raise KeyError(segment_id)
+        return found
+
+    def clip_file(self, segment_id: int) -> Path | None:
+        """Absolute path of a segment's clip, or None (no such segment, or no clip kept)."""
+        row = self._db.execute(
+            "SELECT clip_path FROM segments WHERE id = ?", (segment_id,)
+        ).fetchone()
+        if row is None or row[0] is None:
+            return None
+        path = self.data_dir / row[0]
+        return path if path.is_file() else None
+
+    def segments_of(self, encounter_id: int) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT * FROM segments WHERE encounter_id = ? ORDER BY id", (encounter_id,)
+        ).fetchall()
+        return [_segment_dict(r) for r in rows]
+
+    def recent_segments(self, n: int) -> list[dict[str, Any]]:
+        """The ``n`` latest segments, oldest first."""
+        rows = self._db.execute("SELECT * FROM segments ORDER BY id DESC LIMIT ?", (n,)).fetchall()
+        return [_segment_dict(r) for r in reversed(rows)]
+
+    def count_segments(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM segments").fetchone()[0])
+
+    # --- alerts and the outbox ------------------------------------------------------------
+    def add_alert(
+        self,
+        *,
+        kind: str,
+        message: str,
+        source: str | None = None,
+        encounter_id: int | None = None,
+        p_failure: float | None = None,
+        webhook_urls: Iterable[str] = (),
+        payload: Any = None,
+        now: float | None = None,
+    ) -> dict[str, Any]:
+        """Store an alert and, in the same transaction, one outbox row per webhook URL.
+
+        ``payload(alert) -> dict`` builds each webhook body from the stored alert;
+        ``now`` (unix seconds) is when the first delivery is due.
+        """
+        created = utc_now()
+        first_due = created.timestamp() if now is None else now
+        self._db.execute("PRAGMA synchronous=FULL")
+        try:
+            with self._tx():
+                cur = self._db.execute(
+                    "INSERT INTO alerts (kind, source, encounter_id, message, p_failure, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (kind, source, encounter_id, message, p_failure, iso(created)),
+                )
+                alert_id = int(cur.lastrowid or 0)
+                alert = self._alert(alert_id)
+                body = json.dumps(payload(alert) if payload else alert)
+                for url in webhook_urls:
+                    self._db.execute(
+                        "INSERT INTO outbox (alert_id, url, payload, next_attempt_at, created_at)"
+                        " VALUES (?, ?, ?, ?, ?)",
+                        (alert_id, url, body, first_due, iso(created)),
+                    )
+        finally:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        return alert
+
+    def acknowledge_alert(self, alert_id: int, by: str = "") -> dict[str, Any] | None:
+        with self._tx():
+            self._db.execute(
+                "UPDATE alerts SET acknowledged_at = ?, acknowledged_by = ?"
+                " WHERE id = ? AND acknowledged_at IS NULL",
+                (iso(utc_now()), by, alert_id),
+            )
+        return self.get_alert(alert_id)
+
+    def get_alert(self, alert_id: int) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+        return None if row is None else _alert_dict(row)
+
+    def _alert(self, alert_id: int) -> dict[str, Any]:
+        found = self.get_alert(alert_id)
+        if found is None:
+            raise KeyError(alert_id)
+        return found
+
+    def list_alerts(self, *, open_only: bool = False, limit: int = 100) -> list[dict[str, Any]]:
+        where = "WHERE acknowledged_at IS NULL" if open_only else ""
+        rows = self._db.execute(
+            f"SELECT * FROM alerts {where} ORDER BY id DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [_alert_dict(r) for r in rows]
+
+    def alerts_of(self, encounter_id: int) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT * FROM alerts WHERE encounter_id = ? ORDER BY id", (encounter_id,)
+        ).fetchall()
+        return [_alert_dict(r) for r in rows]
+
+    def due_outbox(self, now: float, limit: int = 20) -> list[OutboxItem]:
+        rows = self._db.execute(
+            "SELECT id, alert_id, url, payload, attempts FROM outbox"
+            " WHERE delivered_at IS NULL AND next_attempt_at <= ? ORDER BY id LIMIT ?",
+            (now, limit),
+        ).fetchall()
+        return [OutboxItem(*tuple(r)) for r in rows]
+
+    def next_outbox_due(self) -> float | None:
+        """Unix time of the earliest pending delivery, or None when nothing is pending."""
+        row = self._db.execute(
+            "SELECT MIN(next_attempt_at) FROM outbox WHERE delivered_at IS NULL"
+        ).fetchone()
+        return None if row[0] is None else float(row[0])
+
+    def outbox_delivered(self, item_id: int) -> None:
+        self._db.execute("PRAGMA synchronous=FULL")
+        try:
+            with self._tx():
+                self._db.execute(
+                    "UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, last_error = NULL"
+                    " WHERE id = ?",
+                    (iso(utc_now()), item_id),
+                )
+        finally:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+
+    def outbox_failed(self, item_id: int, error: str, next_attempt_at: float) -> None:
+        with self._tx():
+            self._db.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?"
+                " WHERE id = ?",
+                (error[:500], next_attempt_at, item_id),
+            )
+
+    def outbox_pending(self) -> int:
+        return int(
+            self._db.execute("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL").fetchone()[0]
+        )
+
+    def outbox_rows(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._db.execute("SELECT * FROM outbox ORDER BY id").fetchall()]
+
+    # --- exports ----------------------------------------------------------------------------
+    def all_encounters(self) -> list[dict[str, Any]]:
+        rows = self._db.execute("SELECT * FROM encounters ORDER BY id").fetchall()
+        return [_encounter_dict(r) for r in rows]
+
+    # --- retention ----------------------------------------------------------------------------
+    def apply_retention(
+        self, *, keep_days: float, max_disk_bytes: int, now: datetime | None = None
+    ) -> dict[str, int]:
+        """Delete what is older than ``keep_days``, then clips (oldest first) beyond the budget.
+
+        By age: encounters that ended before the cut-off (with their segments and alerts),
+        segments and acknowledged alerts without an encounter, delivered outbox rows, and the
+        clips of every deleted segment. By disk use: clips only; their rows stay, with no clip.
+        Returns counts of what was removed.
+        """
+        cutoff = iso((now or utc_now()) - timedelta(days=keep_days))
+        removed = {"encounters": 0, "segments": 0, "alerts": 0, "clips": 0}
+        with self._tx():
+            old_segments = self._db.execute(
+                "SELECT id, clip_path FROM segments WHERE created_at < ? AND (encounter_id IS NULL"
+                " OR encounter_id IN (SELECT id FROM encounters WHERE ended_at IS NOT NULL"
+                " AND ended_at < ?))",
+                (cutoff, cutoff),
+            ).fetchall()
+            ids = [r["id"] for r in old_segments]
+            for chunk in _chunks(ids, 500):
+                marks = ",".join("?" * len(chunk))
+                self._db.execute(f"DELETE FROM segments WHERE id IN ({marks})", chunk)
+            removed["segments"] = len(ids)
+            removed["alerts"] = self._db.execute(
+                "DELETE FROM alerts WHERE created_at < ? AND (acknowledged_at IS NOT NULL OR"
+                " encounter_id IN (SELECT id FROM encounters WHERE ended_at < ?))",
+                (cutoff, cutoff),
+            ).rowcount
+            removed["encounters"] = self._db.execute(
+                "DELETE FROM encounters WHERE ended_at IS NOT NULL AND ended_at < ?"
+                " AND id NOT IN (SELECT DISTINCT encounter_id FROM segments"
+                " WHERE encounter_id IS NOT NULL)",
+                (cutoff,),
+            ).rowcount
+            self._db.execute(
+                "DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < ?", (cutoff,)
+            )
+        for row in old_segments:
+            removed["clips"] += self._unlink(row["clip_path"])
+        removed["clips"] += self._trim_clips(max_disk_bytes)
+        self._remove_empty_dirs()
+        return removed
+
+    def clips_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.clips_dir.rglob("*.flac") if p.is_file())
+
+    def _trim_clips(self, max_bytes: int) -> int:
+        used = self.clips_bytes()
+        if used <= max_bytes:
+            return 0
+        removed = 0
+        rows = self._db.execute(
+            "SELECT id, clip_path FROM segments WHERE clip_path IS NOT NULL ORDER BY id"
+        ).fetchall()
+        for row in rows:
+            if used <= max_bytes:
+                break
+            path = self.data_dir / row["clip_path"]
+            size = path.stat().st_size if path.is_file() else 0
+            with self._tx():
+                self._db.execute("UPDATE segments SET clip_path = NULL WHERE id = ?", (row["id"],))
+            removed += self._unlink(row["clip_path"])
+            used -= size
+        return removed
+
+    def _unlink(self, rel: str | None) -> int:
+        if not rel:
+            return 0
+        try:
+            (self.data_dir / rel).unlink()
+        except FileNotFoundError:
+            return 0
+        except OSError as err:
+            log.warning("cannot delete clip %s: %s", rel, err)
+            return 0
+        return 1
+
+    def _remove_empty_dirs(self) -> None:
+        for path in sorted(self.clips_dir.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            if path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+
+
+class _Transaction:
+    """``with`` block = one IMMEDIATE transaction (autocommit connection, explicit BEGIN)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        if not self._db.in_transaction:
+            self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if not self._db.in_transaction:
+            return
+        if exc_type is None:
+            self._db.execute("COMMIT")
+        else:
+            self._db.execute("ROLLBACK")
+
+
+def _chunks(items: list[int], n: int) -> Iterable[list[int]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def _opt_bool(value: Any) -> bool | None:
+    return None if value is None else bool(value)
+
+
+def _encounter_dict(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "source": row["source"],
+        "enclosure": row["enclosure"],
+        "pair": row["pair"],
+        "keeper": row["keeper"],
+        "notes": row["notes"],
+        "started_at": row["started_at"],
+        "ended_at": row["ended_at"],
+        "auto": bool(row["auto"]),
+        "n_segments": row["n_segments"],
+        "p_success": row["p_success"],
+        "verdict": row["verdict"],
+        "outcome": row["outcome"],
+        "copulation_observed": _opt_bool(row["copulation_observed"]),
+        "pregnancy_confirmed": _opt_bool(row["pregnancy_confirmed"]),
+        "model_version": row["model_version"],
+    }
+
+
+def _segment_dict(row: sqlite3.Row) -> dict[str, Any]:
+    attention = np.frombuffer(row["attention"], dtype="<f4")
+    return {
+        "id": row["id"],
+        "encounter_id": row["encounter_id"],
+        "source": row["source"],
+        "start_s": round(row["start_sample"] / C.SAMPLE_RATE, 4),
+        "end_s": round(row["end_sample"] / C.SAMPLE_RATE, 4),
+        "wall_time": row["wall_time"],
+        "p_success": row["p_success"],
+        "p_failure": row["p_failure"],
+        "attention": [round(float(a), 5) for a in attention],
+        "levels_db": [row["level_left_db"], row["level_right_db"]],
+        "model_version": row["model_version"],
+        "clip_url": f"/api/segments/{row['id']}/clip" if row["clip_path"] else None,
+    }
+
+
+def _alert_dict(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "kind": row["kind"],
+        "source": row["source"],
+        "encounter_id": row["encounter_id"],
+        "message": row["message"],
+        "p_failure": row["p_failure"],
+        "created_at": row["created_at"],
+        "acknowledged_at": row["acknowledged_at"],
+        "acknowledged_by": row["acknowledged_by"],
+    }
