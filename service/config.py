@@ -30,6 +30,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
+from model.detect import DetectorParams
 from model.errors import ConfigError
 
 ENV_PREFIX = "PANDAPULSE__"
@@ -37,6 +38,7 @@ ENV_DELIMITER = "__"
 DEMO_MODEL = Path(__file__).resolve().parents[1] / "model" / "assets" / "demo-model.safetensors"
 """The committed demo checkpoint the service uses when no model is configured."""
 
+_DETECTOR = DetectorParams()
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
@@ -97,18 +99,30 @@ class SourceSettings(_Section):
 
 
 class DetectorSettings(_Section):
-    frame_ms: float = Field(default=20.0, ge=5, le=200)
-    """Energy frame length (ms)."""
-    on_db: float = Field(default=10.0, gt=0, le=60)
-    """A call starts when a channel's frame RMS exceeds the noise floor by this (dB)."""
-    off_db: float = Field(default=6.0, ge=0, le=60)
-    """...and ends when both channels fall below floor + off_db (dB); must be < on_db."""
-    min_call_ms: float = Field(default=100.0, ge=0, le=10_000)
-    """Calls shorter than this are ignored (ms)."""
-    hangover_ms: float = Field(default=200.0, ge=0, le=10_000)
-    """Quiet time a call may contain before it is ended (ms)."""
-    floor_time_constant_s: float = Field(default=2.0, gt=0, le=600)
-    """How fast the noise floor follows the background while no call is on (s)."""
+    """The energy detector's settings (``model.detect.DetectorParams``, same names and defaults)."""
+
+    frame_samples: int = Field(default=_DETECTOR.frame_samples, ge=64, le=44_100)
+    """Samples per analysis frame at 44.1 kHz (1024 = 23.2 ms)."""
+    on_db: float = Field(default=_DETECTOR.on_db, gt=0, le=60)
+    """A call starts when a channel's frame RMS is this far above its noise floor (dB)."""
+    off_db: float = Field(default=_DETECTOR.off_db, ge=0, le=60)
+    """...and goes on while a channel stays this far above it (dB); must be < on_db."""
+    min_call_s: float = Field(default=_DETECTOR.min_call_s, ge=0, le=10)
+    """Shorter calls (clicks, knocks) are ignored (s)."""
+    hangover_s: float = Field(default=_DETECTOR.hangover_s, ge=0, le=10)
+    """A call ends this long after its last loud frame (s)."""
+    max_call_s: float = Field(default=_DETECTOR.max_call_s, gt=0, le=3600)
+    """Longer 'calls' are taken as a rise of the background; the floor is re-based (s)."""
+    floor_rise_s: float = Field(default=_DETECTOR.floor_rise_s, gt=0, le=600)
+    """Time constant of the noise floor following a rising level (s)."""
+    floor_fall_s: float = Field(default=_DETECTOR.floor_fall_s, gt=0, le=600)
+    """Time constant of the noise floor following a falling level (s)."""
+    floor_init_s: float = Field(default=_DETECTOR.floor_init_s, ge=0, le=60)
+    """The first floor estimate comes from this much audio (s)."""
+    floor_init_percentile: float = Field(default=_DETECTOR.floor_init_percentile, ge=0, le=100)
+    """Percentile of the first frames' levels taken as the starting floor."""
+    min_level_db: float = Field(default=_DETECTOR.min_level_db, ge=-120, le=0)
+    """Frames quieter than this (dBFS) never count as calling."""
 
     @model_validator(mode="after")
     def _check_hysteresis(self) -> DetectorSettings:
@@ -117,7 +131,14 @@ class DetectorSettings(_Section):
                 f"off_db ({self.off_db}) must be lower than on_db ({self.on_db}): the"
                 " detector needs hysteresis"
             )
+        if self.max_call_s <= self.min_call_s:
+            raise ValueError(
+                f"max_call_s ({self.max_call_s}) must exceed min_call_s ({self.min_call_s})"
+            )
         return self
+
+    def params(self) -> DetectorParams:
+        return DetectorParams(**self.model_dump())
 
 
 class InferenceSettings(_Section):

@@ -1,0 +1,198 @@
+"""WebSocket fan-out: one bounded queue per client, so one stalled browser never slows the rest.
+
+Threads: ``Hub`` lives on the event loop. Pipeline and storage threads hand it messages through
+``publish_threadsafe`` (``loop.call_soon_threadsafe``), which serialises the message on the
+calling thread (once for all clients) and queues the text for the loop.
+
+Back-pressure: each client has a ``ClientQueue`` of ``queue_size`` messages. When it is full, the
+oldest droppable live update (``level``, ``spectrogram``, ``stats``) in it is discarded (counted);
+``segment``, ``encounter`` and ``alert`` messages are never dropped: a client whose queue is
+full of those is too far behind and is disconnected (close code 1013, "try again later"); it
+reconnects and gets a fresh snapshot. A client's sender task awaits only its own socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+from pydantic import BaseModel
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from service.wire import DROPPABLE_TYPES
+
+log = logging.getLogger(__name__)
+
+SLOW_CLIENT_CLOSE_CODE = 1013
+"""WebSocket close code for a client that fell too far behind (RFC 6455: try again later)."""
+CLOSE_TIMEOUT_S = 2.0
+"""How long closing a stalled client's socket may take before we give up on it."""
+
+
+class ClientQueue:
+    """Messages waiting for one client (loop thread only)."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._items: deque[tuple[bool, str]] = deque()
+        self._ready = asyncio.Event()
+        self.dropped = 0
+        self.too_slow = False
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, text: str, droppable: bool) -> bool:
+        """Queue ``text``; returns False when the client must be disconnected (too slow)."""
+        if self.closed:
+            return False
+        if len(self._items) >= self.maxsize:
+            victim = next((i for i, (d, _) in enumerate(self._items) if d), None)
+            if victim is not None:
+                del self._items[victim]
+                self.dropped += 1
+            elif droppable:
+                self.dropped += 1
+                return True
+            else:
+                self.too_slow = True
+                self.close()
+                return False
+        self._items.append((droppable, text))
+        self._ready.set()
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+        self._ready.set()
+
+    async def get(self) -> str | None:
+        """The next message, or None once the queue is closed."""
+        while not self._items:
+            if self.closed:
+                return None
+            self._ready.clear()
+            await self._ready.wait()
+        if self.closed and self.too_slow:
+            return None
+        return self._items.popleft()[1]
+
+
+class Hub:
+    """The set of connected WebSocket clients and the counters ``stats.ws`` reports."""
+
+    def __init__(self, queue_size: int) -> None:
+        self.queue_size = queue_size
+        self._clients: set[ClientQueue] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._dropped_gone = 0
+        self.published = 0
+        self.disconnected_slow = 0
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Attach to the event loop that serves the WebSockets (called in the lifespan)."""
+        self._loop = loop
+
+    @property
+    def clients(self) -> int:
+        return len(self._clients)
+
+    @property
+    def dropped(self) -> int:
+        """Live updates dropped for slow clients since start (including gone clients)."""
+        return self._dropped_gone + sum(c.dropped for c in self._clients)
+
+    # --- publishing -------------------------------------------------------------------------
+    def publish(self, message: BaseModel) -> None:
+        """Send ``message`` (a ``service.wire`` event) to every client. Loop thread only."""
+        self.publish_text(str(getattr(message, "type", "")), message.model_dump_json())
+
+    def publish_text(self, kind: str, text: str) -> None:
+        """Loop thread only: queue serialised ``text`` of message type ``kind`` for everyone."""
+        self.published += 1
+        droppable = kind in DROPPABLE_TYPES
+        for client in list(self._clients):
+            if not client.put(text, droppable):
+                self.disconnected_slow += 1
+                self._remove(client)
+                log.warning(
+                    "WebSocket client too far behind (%d queued): disconnected", len(client)
+                )
+
+    def publish_threadsafe(self, message: BaseModel) -> None:
+        """From any thread: serialise here, queue on the loop. Dropped if the loop is gone."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        text = message.model_dump_json()
+        with contextlib.suppress(RuntimeError):  # the loop closed between check and call
+            loop.call_soon_threadsafe(self.publish_text, str(getattr(message, "type", "")), text)
+
+    # --- clients ------------------------------------------------------------------------------
+    def connect(self) -> ClientQueue:
+        client = ClientQueue(self.queue_size)
+        self._clients.add(client)
+        return client
+
+    def _remove(self, client: ClientQueue) -> None:
+        if client in self._clients:
+            self._clients.discard(client)
+            self._dropped_gone += client.dropped
+
+    def disconnect(self, client: ClientQueue) -> None:
+        client.close()
+        self._remove(client)
+
+    def close_all(self) -> None:
+        for client in list(self._clients):
+            self.disconnect(client)
+
+    async def serve(self, ws: WebSocket, snapshot: Callable[[], Awaitable[BaseModel]]) -> None:
+        """Run one accepted WebSocket: the snapshot first, then queued events until it goes.
+
+        The client is registered before the snapshot is built, so nothing published meanwhile
+        is lost (it may repeat what the snapshot holds; ids make that harmless).
+        """
+        client = self.connect()
+        try:
+            snap = await snapshot()
+            await ws.send_text(snap.model_dump_json())
+            sender = asyncio.create_task(self._send(ws, client))
+            receiver = asyncio.create_task(self._receive(ws))
+            _done, pending = await asyncio.wait(
+                {sender, receiver}, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(
+                    asyncio.CancelledError, WebSocketDisconnect, RuntimeError, OSError
+                ):
+                    await task
+            if client.too_slow:
+                with contextlib.suppress(TimeoutError, RuntimeError, OSError, WebSocketDisconnect):
+                    await asyncio.wait_for(
+                        ws.close(SLOW_CLIENT_CLOSE_CODE, "too far behind; reconnect"),
+                        CLOSE_TIMEOUT_S,
+                    )
+        except (WebSocketDisconnect, RuntimeError, OSError) as err:
+            log.debug("WebSocket client gone: %s", err)
+        finally:
+            self.disconnect(client)
+
+    @staticmethod
+    async def _send(ws: WebSocket, client: ClientQueue) -> None:
+        while (text := await client.get()) is not None:
+            await ws.send_text(text)
+
+    @staticmethod
+    async def _receive(ws: WebSocket) -> None:
+        # Clients have nothing to say; reading notices when they leave.
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return

@@ -1,0 +1,186 @@
+"""Wire messages of docs/PROTOCOL.md (v1): the WebSocket events and the REST objects.
+
+Every WebSocket message is a pydantic model with a literal ``type`` (the discriminator) and
+``v = 1``; ``Message`` parses any of them (``MESSAGE_ADAPTER.validate_json``), which the tests
+and scripts use to check what the service sends.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+PROTOCOL_VERSION = 1
+
+DROPPABLE_TYPES = frozenset({"level", "spectrogram", "stats"})
+"""Live updates a slow WebSocket client may lose (the next one replaces them)."""
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- REST objects -------------------------------------------------------------------------
+class Encounter(_Wire):
+    id: int
+    source: str
+    enclosure: str
+    pair: str
+    keeper: str
+    notes: str
+    started_at: str
+    ended_at: str | None
+    auto: bool
+    n_segments: int
+    p_success: float | None
+    verdict: str | None
+    outcome: str | None
+    copulation_observed: bool | None
+    pregnancy_confirmed: bool | None
+    model_version: str | None
+
+
+class Segment(_Wire):
+    id: int
+    encounter_id: int | None
+    source: str
+    start_s: float
+    end_s: float
+    wall_time: str
+    p_success: float
+    p_failure: float
+    attention: list[float]
+    levels_db: list[float]
+    model_version: str
+    clip_url: str | None
+
+
+class Alert(_Wire):
+    id: int
+    kind: Literal["failure_dominates", "audio_stalled", "test"]
+    source: str | None
+    encounter_id: int | None
+    message: str
+    p_failure: float | None
+    created_at: str
+    acknowledged_at: str | None
+    acknowledged_by: str | None
+
+
+class EncounterDetail(Encounter):
+    segments: list[Segment]
+    alerts: list[Alert]
+
+
+class EncounterPage(_Wire):
+    items: list[Encounter]
+    total: int
+
+
+class SourceInfo(_Wire):
+    id: str
+    enclosure: str
+    kind: str
+    status: Literal["ok", "stalled", "stopped", "starting"]
+
+
+class ModelInfo(_Wire):
+    version: str
+    device: str
+    class_names: list[str]
+
+
+class SourceStats(_Wire):
+    status: str
+    blocks: int
+    overflows: int
+    dropped_blocks: int
+    last_audio_age_s: float | None
+
+
+class InferenceStats(_Wire):
+    segments: int
+    batches: int
+    mean_ms: float | None
+    p95_ms: float | None
+    overruns: int
+
+
+class WsStats(_Wire):
+    clients: int
+    dropped: int
+
+
+class StorageStats(_Wire):
+    segments: int
+    outbox_pending: int
+
+
+class Stats(_Wire):
+    uptime_s: float
+    device: str
+    model_version: str
+    sources: dict[str, SourceStats]
+    inference: InferenceStats
+    ws: WsStats
+    storage: StorageStats
+
+
+# --- WebSocket events ---------------------------------------------------------------------
+class _Event(_Wire):
+    v: Literal[1] = PROTOCOL_VERSION
+
+
+class SnapshotMsg(_Event):
+    type: Literal["snapshot"] = "snapshot"
+    model: ModelInfo
+    sources: list[SourceInfo]
+    encounters: list[Encounter]
+    segments: list[Segment]
+    alerts: list[Alert]
+    stats: Stats
+
+
+class LevelMsg(_Event):
+    type: Literal["level"] = "level"
+    source: str
+    start_s: float
+    rms_db: tuple[float, float]
+    peak_db: tuple[float, float]
+
+
+class SpectrogramMsg(_Event):
+    type: Literal["spectrogram"] = "spectrogram"
+    source: str
+    start_s: float
+    bins: int
+    columns: list[list[Annotated[int, Field(ge=0, le=255)]]]
+
+
+class SegmentMsg(Segment, _Event):
+    type: Literal["segment"] = "segment"
+    running_p_success: float | None
+
+
+class EncounterMsg(_Event):
+    type: Literal["encounter"] = "encounter"
+    action: Literal["started", "stopped", "outcome", "updated"]
+    encounter: Encounter
+
+
+class AlertMsg(_Event):
+    type: Literal["alert"] = "alert"
+    action: Literal["raised", "acknowledged"]
+    alert: Alert
+
+
+class StatsMsg(Stats, _Event):
+    type: Literal["stats"] = "stats"
+
+
+Message = Annotated[
+    SnapshotMsg | LevelMsg | SpectrogramMsg | SegmentMsg | EncounterMsg | AlertMsg | StatsMsg,
+    Field(discriminator="type"),
+]
+MESSAGE_ADAPTER: TypeAdapter[Any] = TypeAdapter(Message)
