@@ -129,7 +129,7 @@ class Stats(_Wire):
 
 # --- WebSocket events ---------------------------------------------------------------------
 class _Event(_Wire):
-    v: Literal[1] = PROTOCOL_VERSION
+    v: Literal[1] = 1
 
 
 class SnapshotMsg(_Event):
