@@ -1,7 +1,18 @@
-"""Batched CGANet inference on raw segments or features, on CUDA when present."""
+"""Batched CGANet inference on raw segments or features, on CUDA when present.
+
+The inference path (measured in bench/model_bench.py, figures in BENCHMARKS.md): batch norm
+folded into the convolutions, conv weights and inputs in channels_last (oneDNN's fast layout on
+CPU, cuDNN's on GPU), ``torch.inference_mode``. Optional and off by default: ``torch.compile``
+(env ``PANDAPULSE_COMPILE=1`` or ``compile=True``) and autocast to a lower precision.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,8 +22,37 @@ import torch
 
 from model import checkpoint
 from model import constants as C
+from model.errors import ConfigError
 from model.features import mfcc
-from model.network import CGANet
+from model.network import CGANet, CGANetOutput
+
+COMPILE_ENV = "PANDAPULSE_COMPILE"
+"""Environment switch for ``torch.compile`` of the inference network: 1/true/on or 0/false/off."""
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+_AUTOCAST_DTYPES = {"cpu": (torch.bfloat16,), "cuda": (torch.float16, torch.bfloat16)}
+
+
+def compile_requested(explicit: bool | None = None) -> bool:
+    """``explicit`` when given, else the ``PANDAPULSE_COMPILE`` environment switch (default off)."""
+    if explicit is not None:
+        return explicit
+    value = os.environ.get(COMPILE_ENV, "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{COMPILE_ENV}={value!r}: use 1/true/on or 0/false/off")
+
+
+def inference_network(network: CGANet, device: torch.device) -> CGANet:
+    """An eval-mode copy of ``network`` on ``device``: batch norm folded, conv weights in
+    channels_last. Outputs equal ``network.eval()``'s within float32 rounding (tests pin 1e-5)."""
+    model = network.fused().to(device).eval()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            module.weight.data = module.weight.data.contiguous(memory_format=torch.channels_last)
+    return model
 
 
 def choose_device(requested: str | None = None) -> torch.device:
@@ -46,7 +86,25 @@ class Prediction:
 
 
 class Classifier:
-    """CGANet ready for inference: batch norm folded, eval mode, on one device."""
+    """CGANet ready for inference: batch norm folded, channels_last, eval mode, on one device.
+
+    Thread safety: calls are serialised by a lock, so one inference worker thread (or several)
+    may share an instance; the torch thread pool is process-wide and is set only when
+    ``num_threads`` is given.
+
+    Parameters
+    ----------
+    compile : bool or None
+        ``torch.compile`` (inductor, dynamic batch size) the network. None reads
+        ``PANDAPULSE_COMPILE`` (default off). When on, the constructor compiles for batch 1 and
+        for any other size up front (two graphs, so no batch size recompiles later) and records
+        the seconds it took in ``compile_seconds``.
+    num_threads : int or None
+        ``torch.set_num_threads`` for CPU inference; None leaves torch's setting alone.
+    autocast : torch.dtype or None
+        Run under ``torch.autocast`` in this dtype (CPU: bfloat16; CUDA: float16 or bfloat16).
+        Off by default: float32 is the reference the tests and the paper's numbers use.
+    """
 
     def __init__(
         self,
@@ -55,14 +113,50 @@ class Classifier:
         *,
         device: str | torch.device | None = None,
         max_batch: int = 64,
+        compile: bool | None = None,
+        num_threads: int | None = None,
+        autocast: torch.dtype | None = None,
     ) -> None:
         self.device = device if isinstance(device, torch.device) else choose_device(device)
         self.metadata = dict(metadata or {})
         names = self.metadata.get("class_names", C.CLASS_NAMES)
         self.class_names: tuple[str, str] = (str(names[0]), str(names[1]))
         self.version: str = str(self.metadata.get("model_version", "untracked"))
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.max_batch = max_batch
-        self.network = network.fused().to(self.device).eval()
+        if autocast is not None and autocast not in _AUTOCAST_DTYPES.get(self.device.type, ()):
+            raise ValueError(
+                f"autocast {autocast} is not supported on {self.device.type}; supported:"
+                f" {_AUTOCAST_DTYPES.get(self.device.type, ())} or None"
+            )
+        self.autocast = autocast
+        if num_threads is not None:
+            if num_threads < 1:
+                raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+            torch.set_num_threads(num_threads)
+        self.network = inference_network(network, self.device)
+        self._lock = threading.Lock()
+        self._forward: Callable[[torch.Tensor], CGANetOutput] = self.network
+        self.compiled = compile_requested(compile)
+        self.compile_seconds = 0.0
+        if self.compiled:
+            self._compile()
+
+    def _compile(self) -> None:
+        """Compile and warm up both graphs (batch 1 and dynamic batch); time it."""
+        start = time.perf_counter()
+        self._forward = torch.compile(self.network, dynamic=True)
+        probe = torch.zeros(2, C.N_CHANNELS, C.N_FRAMES, self.n_features, device=self.device)
+        with torch.inference_mode(), self._precision():
+            for size in (1, 2):  # torch.compile specialises batch 1; 2 covers every other size
+                self._forward(probe[:size].contiguous(memory_format=torch.channels_last))
+        self.compile_seconds = time.perf_counter() - start
+
+    def _precision(self) -> contextlib.AbstractContextManager[Any]:
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast)
 
     @classmethod
     def from_checkpoint(
@@ -98,11 +192,15 @@ class Classifier:
 
     def _run(self, batch: np.ndarray | torch.Tensor, *, raw: bool) -> Prediction:
         outputs = []
-        with torch.inference_mode():
+        with self._lock, torch.inference_mode():
             for i in range(0, len(batch), self.max_batch):
                 chunk = torch.as_tensor(batch[i : i + self.max_batch], dtype=torch.float32)
                 chunk = chunk.to(self.device, non_blocking=True)
-                out = self.network(mfcc(chunk) if raw else chunk)
+                features = (mfcc(chunk) if raw else chunk).contiguous(
+                    memory_format=torch.channels_last
+                )
+                with self._precision():
+                    out = self._forward(features)
                 outputs.append([t.float().cpu() for t in out])
         if not outputs:
             empty = np.zeros((0,), np.float32)

@@ -17,6 +17,11 @@ import torch
 
 from model import constants as C
 
+_CPU_CHUNK_SEGMENTS = 4
+"""On CPU ``mfcc`` works through a batch this many segments at a time: the STFT of a whole
+batch of 32 (about 45 MB of complex spectra) falls out of cache and runs slower per segment
+than small chunks do (bench/model_bench.py measures it). A speed knob, not a paper number."""
+
 
 @functools.lru_cache(maxsize=8)
 def _basis(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -52,10 +57,18 @@ def mfcc(audio: torch.Tensor) -> torch.Tensor:
     if audio.dtype != torch.float32:
         raise TypeError(f"mfcc expects float32 audio, got {audio.dtype}")
     lead = audio.shape[:-2]
-    window, mel_fb, dct = _basis(audio.device)
-    flat = audio.reshape(-1, C.SEGMENT_SAMPLES)
+    flat = audio.reshape(-1, C.N_CHANNELS, C.SEGMENT_SAMPLES)
+    step = len(flat) if audio.device.type != "cpu" else _CPU_CHUNK_SEGMENTS
+    chunks = [_mfcc_segments(flat[i : i + step]) for i in range(0, len(flat), max(step, 1))]
+    coeffs = torch.cat(chunks) if chunks else flat.new_zeros(0, C.N_CHANNELS, C.N_FRAMES, C.N_MFCC)
+    return coeffs.reshape(*lead, C.N_CHANNELS, C.N_FRAMES, C.N_MFCC)
+
+
+def _mfcc_segments(segments: torch.Tensor) -> torch.Tensor:
+    """(S, 2, 88200) float32 -> (S, 2, 86, 40) float32: ``mfcc`` for a flat batch of segments."""
+    window, mel_fb, dct = _basis(segments.device)
     spec = torch.stft(
-        flat,
+        segments.reshape(-1, C.SEGMENT_SAMPLES),
         n_fft=C.N_FFT,
         hop_length=C.HOP_LENGTH,
         window=window,
@@ -63,16 +76,16 @@ def mfcc(audio: torch.Tensor) -> torch.Tensor:
         pad_mode="constant",
         return_complex=True,
     )
-    power = spec.real.square() + spec.imag.square()  # (N, 1025, 87)
-    mel = torch.matmul(mel_fb, power)  # (N, 128, 87)
+    power = torch.view_as_real(spec).square().sum(dim=-1)  # (2S, 1025, 87)
+    mel = torch.matmul(mel_fb, power)  # (2S, 128, 87)
     db = 10.0 * torch.log10(torch.clamp(mel, min=C.AMIN))
     # As librosa: the floor is relative to the loudest bin of all 87 frames of both channels;
     # only then is the 87th frame dropped.
     db = db.reshape(-1, C.N_CHANNELS * C.N_MELS, C.REFERENCE_FRAMES)
     peak = db.amax(dim=(1, 2), keepdim=True)
     db = torch.maximum(db, peak - C.TOP_DB).reshape(-1, C.N_MELS, C.REFERENCE_FRAMES)
-    coeffs = torch.matmul(dct, db[..., : C.N_FRAMES])  # (N, 40, 86)
-    return coeffs.transpose(-1, -2).reshape(*lead, C.N_CHANNELS, C.N_FRAMES, C.N_MFCC)
+    coeffs = torch.matmul(dct, db[..., : C.N_FRAMES])  # (2S, 40, 86)
+    return coeffs.transpose(-1, -2).reshape(-1, C.N_CHANNELS, C.N_FRAMES, C.N_MFCC)
 
 
 def mfcc_numpy(segments: np.ndarray, *, device: str | torch.device = "cpu") -> np.ndarray:
