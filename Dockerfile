@@ -17,14 +17,15 @@ ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
 # PortAudio (sounddevice) and libsndfile (soundfile); ffmpeg lets uploads in MP3/OGG decode;
-# the ALSA PulseAudio plugin lets the service capture through a host PulseAudio socket.
+# the ALSA PulseAudio plugin lets the service capture through a host PulseAudio socket;
+# sqlite3 is for the operator's online backups (deploy/README.md).
 # DL3008 (pin apt versions) is ignored on purpose: the same line serves the Ubuntu-based CUDA
 # image and the Debian-based CPU image, whose package versions differ; the pinned base tag
 # fixes the distribution release, and with it these packages' major versions.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
-        libportaudio2 libsndfile1 libasound2-plugins ffmpeg \
+        libportaudio2 libsndfile1 libasound2-plugins ffmpeg sqlite3 \
     && rm -rf /var/lib/apt/lists/*
 
 # A base without torch gets the pinned CPU build; the CUDA base keeps its own.

@@ -32,6 +32,7 @@ import numpy as np
 from model import constants as C
 from model.errors import CheckpointError, ConfigError
 from service.config import load_settings
+from service.storage import DB_NAME
 
 MIN_FREE_MB = 1024.0
 """Free space (MiB) below which the data directory is a problem: a day of clips and rows at
@@ -42,8 +43,6 @@ CAPTURE_GRACE_S = 3.0
 """Extra time a capture may take before it counts as stalled (s): device open and latency."""
 SILENCE_DBFS = -120.0
 """A capture whose peak is below this (dBFS) is digital silence: a muted or unplugged input."""
-SQLITE_SUFFIXES = (".sqlite3", ".sqlite", ".db")
-"""Files in the data directory treated as SQLite databases for the integrity check."""
 
 
 @dataclass(frozen=True)
@@ -179,7 +178,7 @@ def check_audio(settings: Any, *, capture_s: float | None) -> Report:
             not sound_sources,
             "no input devices found"
             + ("" if sound_sources else " (no sound-card source is configured)"),
-            _SND_FIX,
+            _SND_FIX if sound_sources else "",
         )
     else:
         yield Finding("audio devices", True, f"{len(inputs)} input device(s)")
@@ -463,9 +462,8 @@ def check_data_dir(data_dir: Path, min_free_mb: float) -> Report:
         )
     else:
         yield Finding("data directory", True, f"{where}: writable, {free_mb / 1024:.1f} GiB free")
-    if path.is_dir():
-        for db in sorted(p for p in path.iterdir() if p.suffix in SQLITE_SUFFIXES and p.is_file()):
-            yield _check_sqlite(db)
+    if (path / DB_NAME).is_file():
+        yield _check_sqlite(path / DB_NAME)
 
 
 def _write_probe(directory: Path) -> None:

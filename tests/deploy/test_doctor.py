@@ -1,0 +1,242 @@
+"""``pandapulse doctor``: reports each check as OK or PROBLEM with a fix, exits non-zero on problems.
+
+The checks run against real things: real checkpoints (the suite's untrained one and broken
+files), real directories, a real SQLite file, torch's real CUDA state. Capture from a real
+sound card is covered in tests/reliability with PulseAudio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+from service import doctor
+from service.storage import DB_NAME
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def config(tmp_path: Path, **sections: Any) -> Path:
+    data: dict[str, Any] = {"storage": {"data_dir": str(tmp_path / "data")}}
+    for name, values in sections.items():
+        data[name] = data.get(name, {}) | values
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def diagnose(
+    config_path: Path | None, capsys: pytest.CaptureFixture[str], **extra: Any
+) -> tuple[int, dict[str, Any]]:
+    args = argparse.Namespace(
+        config=config_path, seconds=1.0, no_capture=True, min_free_mb=doctor.MIN_FREE_MB, json=True
+    )
+    for key, value in extra.items():
+        setattr(args, key, value)
+    rc = doctor.run(args)
+    report = json.loads(capsys.readouterr().out)
+    return rc, report
+
+
+def finding(report: dict[str, Any], check: str) -> dict[str, Any]:
+    matches = [f for f in report["findings"] if f["check"] == check]
+    assert len(matches) == 1, report
+    return matches[0]
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for key in list(os.environ):
+        if key.upper().startswith("PANDAPULSE__"):
+            monkeypatch.delenv(key)
+
+
+def test_all_ok_with_a_good_setup(
+    tmp_path: Path, untrained_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, report = diagnose(config(tmp_path, inference={"model": str(untrained_checkpoint)}), capsys)
+    assert rc == 0 and report["ok"] is True, report
+    checks = [f["check"] for f in report["findings"]]
+    assert checks[:4] == ["config", "audio devices", "audio capture", "gpu"]
+    assert {"model", "data directory", "api access"} <= set(checks)
+    assert all(f["ok"] and not f["fix"] for f in report["findings"])
+    model = finding(report, "model")["detail"]
+    assert "mfcc features (40)" in model and "44100 Hz" in model
+
+
+def test_missing_model_is_a_problem_with_a_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, report = diagnose(
+        config(tmp_path, inference={"model": str(tmp_path / "none.safetensors")}), capsys
+    )
+    assert rc == 1 and report["ok"] is False
+    model = finding(report, "model")
+    assert not model["ok"] and "no model checkpoint" in model["detail"]
+    assert "Installing a trained model" in model["fix"]
+
+
+def test_foreign_feature_configuration_is_named(
+    tmp_path: Path, untrained_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(untrained_checkpoint), framework="pt") as handle:
+        meta = json.loads(handle.metadata()["pandapulse"])
+    meta["feature_config"]["n_fft"] = 1024
+    other = tmp_path / "other.safetensors"
+    save_file(
+        load_file(str(untrained_checkpoint)), str(other), metadata={"pandapulse": json.dumps(meta)}
+    )
+    rc, report = diagnose(config(tmp_path, inference={"model": str(other)}), capsys)
+    model = finding(report, "model")
+    assert rc == 1 and not model["ok"]
+    assert "n_fft: checkpoint 1024, code 2048" in model["detail"]
+
+
+def test_garbage_model_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"this is not a checkpoint" * 10)
+    rc, report = diagnose(config(tmp_path, inference={"model": str(bad)}), capsys)
+    assert rc == 1 and "not a safetensors checkpoint" in finding(report, "model")["detail"]
+
+
+def test_invalid_config_is_reported_and_other_checks_still_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "alerts:\n  failure_threshold: 0.5\n  clear_threshold: 0.9\nserver:\n  colour: red\n"
+    )
+    rc, report = diagnose(path, capsys)
+    cfg = finding(report, "config")
+    assert rc == 1 and not cfg["ok"]
+    assert "server.colour" in cfg["detail"] and "clear_threshold" in cfg["detail"]
+    assert "pandapulse.example.yaml" in cfg["fix"]
+    assert finding(report, "gpu")["ok"]  # checks that need no config still ran
+
+
+def test_data_dir_that_is_a_file(
+    tmp_path: Path, untrained_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the data directory should be")
+    cfg = config(
+        tmp_path,
+        inference={"model": str(untrained_checkpoint)},
+        storage={"data_dir": str(blocker / "data")},
+    )
+    rc, report = diagnose(cfg, capsys)
+    data = finding(report, "data directory")
+    assert rc == 1 and not data["ok"] and "is not a directory" in data["detail"]
+
+
+def test_too_little_free_space(
+    tmp_path: Path, untrained_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = config(tmp_path, inference={"model": str(untrained_checkpoint)})
+    rc, report = diagnose(cfg, capsys, min_free_mb=1e12)
+    data = finding(report, "data directory")
+    assert rc == 1 and not data["ok"] and "MiB free" in data["detail"]
+    assert "keep_days" in data["fix"]
+
+
+def test_damaged_database_is_found(
+    tmp_path: Path, untrained_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    db = data_dir / DB_NAME
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE t (x)")
+    con.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(5000)])
+    con.commit()
+    con.close()
+    cfg = config(tmp_path, inference={"model": str(untrained_checkpoint)})
+    rc, report = diagnose(cfg, capsys)
+    assert rc == 0 and finding(report, f"database {DB_NAME}")["ok"]
+    raw = bytearray(db.read_bytes())
+    raw[4096 : 2 * 4096] = b"\xff" * 4096  # scribble over the table root page
+    db.write_bytes(bytes(raw))
+    rc, report = diagnose(cfg, capsys)
+    found = finding(report, f"database {DB_NAME}")
+    assert rc == 1 and not found["ok"] and "restore the last backup" in found["fix"]
+
+
+def test_open_api_on_the_network_without_token(
+    tmp_path: Path, untrained_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = config(
+        tmp_path, inference={"model": str(untrained_checkpoint)}, server={"host": "0.0.0.0"}
+    )
+    rc, report = diagnose(cfg, capsys)
+    access = finding(report, "api access")
+    assert rc == 1 and not access["ok"] and "PANDAPULSE__SERVER__TOKEN" in access["fix"]
+    cfg = config(
+        tmp_path,
+        inference={"model": str(untrained_checkpoint)},
+        server={"host": "0.0.0.0", "token": "s3cret-enough"},
+    )
+    rc, report = diagnose(cfg, capsys)
+    assert rc == 0 and finding(report, "api access")["ok"]
+    assert "s3cret-enough" not in json.dumps(report)
+
+
+def test_gpu_check_follows_the_configured_device(
+    tmp_path: Path, untrained_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = config(tmp_path, inference={"model": str(untrained_checkpoint), "device": "cuda"})
+    rc, report = diagnose(cfg, capsys)
+    gpu = finding(report, "gpu")
+    if torch.cuda.is_available():
+        assert gpu["ok"] and "GiB free" in gpu["detail"]
+    else:
+        assert rc == 1 and not gpu["ok"] and "inference.device is 'cuda'" in gpu["detail"]
+        assert gpu["fix"]
+
+
+def test_missing_sound_device_is_a_problem(
+    tmp_path: Path, untrained_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = config(
+        tmp_path,
+        inference={"model": str(untrained_checkpoint)},
+    )
+    data = yaml.safe_load(cfg.read_text())
+    data["sources"] = [{"id": "enc-a", "kind": "sounddevice", "device": "No Such Card 9000"}]
+    cfg.write_text(yaml.safe_dump(data))
+    rc, report = diagnose(cfg, capsys)
+    capture = finding(report, "audio capture (enc-a)")
+    assert rc == 1 and not capture["ok"]
+    assert "No Such Card 9000" in capture["detail"] and capture["fix"]
+
+
+def test_text_output_and_exit_status_through_the_cli(tmp_path: Path) -> None:
+    """The registered command, as an operator runs it: text, a fix line per problem, rc 1."""
+    cfg = config(tmp_path, inference={"model": str(tmp_path / "missing.safetensors")})
+    result = subprocess.run(
+        [sys.executable, "-m", "model.cli", "doctor", "--config", str(cfg), "--no-capture"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.splitlines()
+    problem = [i for i, line in enumerate(lines) if line.startswith("PROBLEM")]
+    assert problem and all(lines[i + 1].strip().startswith("fix: ") for i in problem)
+    assert any(line.startswith("OK ") and "config:" in line for line in lines)
+    assert lines[-1] == f"{len(problem)} problem(s) found"
