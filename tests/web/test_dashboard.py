@@ -1,0 +1,270 @@
+"""The keeper dashboard in real Chromium against the running service (synthetic source).
+
+Each test is bounded: every wait has a timeout, and the module's tests share one service.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+
+from .conftest import ENCLOSURE, SOURCE_ID, Console, Service, new_page
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(180)]
+
+REAL_CALL = (
+    Path(__file__).resolve().parents[2]
+    / ".."
+    / "shared"
+    / "data"
+    / "real-calls"
+    / "giant_panda_twittering.mp3"
+)
+LIVE_WAIT_MS = 90_000
+"""Longest wait for live events (segments need a detected call, scored on 2 shared cores)."""
+
+
+def _number(page: Any, selector: str, attr: str) -> float:
+    value = page.eval_on_selector(selector, f"el => el.dataset.{attr} || ''")
+    return float(value) if value else 0.0
+
+
+def _wait_attr_above(page: Any, selector: str, attr: str, floor: float, timeout: int) -> None:
+    page.wait_for_function(
+        """([sel, attr, floor]) => {
+            const el = document.querySelector(sel);
+            return el && el.dataset[attr] !== undefined && el.dataset[attr] !== ""
+                && Number(el.dataset[attr]) > floor;
+        }""",
+        arg=[selector, attr, floor],
+        timeout=timeout,
+    )
+
+
+def test_live_view_loads_clean_and_moves_with_events(
+    live_page: tuple[Any, Console], service: Service, screenshots: Path
+) -> None:
+    page, console = live_page
+    # The header names the configured enclosure; health shows the model and audio state.
+    page.wait_for_selector(f"#enc-info h1:has-text('{ENCLOSURE}')")
+    page.wait_for_selector("[data-testid=audio-status]:has-text('ok')")
+    # The spectrogram scrolls and the meters move as `spectrogram` and `level` events arrive.
+    _wait_attr_above(page, "#spectrogram", "columns", 0, LIVE_WAIT_MS)
+    columns = _number(page, "#spectrogram", "columns")
+    _wait_attr_above(page, "#spectrogram", "columns", columns, 10_000)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#meters .rms')].some(e => parseFloat(e.style.width) > 0)",
+        timeout=10_000,
+    )
+    # Scored calls: the chart gains points and the gauge gets a probability.
+    points = _number(page, "#live-chart", "points")
+    _wait_attr_above(page, "#live-chart", "points", points, LIVE_WAIT_MS)
+    page.wait_for_function(
+        "() => document.querySelector('#gauge-card').dataset.p !== ''", timeout=LIVE_WAIT_MS
+    )
+    first_p = page.eval_on_selector("#gauge-card", "el => el.dataset.p")
+    assert 0.0 <= float(first_p) <= 1.0
+    assert page.inner_text("#gauge-value").endswith("%")
+    # The calls list and the chart agree with what the service stored for the open encounter.
+    points = _number(page, "#live-chart", "points")
+    _wait_attr_above(page, "#live-chart", "points", points, LIVE_WAIT_MS)
+    assert page.locator("#calls-body tr[data-segment-id]").count() >= 2
+    open_encounters = [
+        e
+        for e in service.api("GET", f"/api/encounters?source={SOURCE_ID}").json()["items"]
+        if e["ended_at"] is None
+    ]
+    assert open_encounters, "the synthetic calls should have opened an encounter"
+    gauge_p = float(page.eval_on_selector("#gauge-card", "el => el.dataset.p"))
+    assert page.inner_text("#gauge-value") == f"{round(gauge_p * 100)}%"
+    # Screenshots of the live view (the README shows them), laptop and tablet.
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(screenshots / "live-1280x800.png"))
+    page.set_viewport_size({"width": 768, "height": 1024})
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(screenshots / "live-768x1024.png"))
+    # Nothing went wrong in the page while all of that happened.
+    assert console.errors == []
+
+
+def test_test_alert_shows_banner_chimes_and_is_acknowledged(
+    live_page: tuple[Any, Console], service: Service
+) -> None:
+    page, console = live_page
+    page.mouse.click(5, 400)  # a user gesture, so the page may play the chime
+    chimes = _number(page, "body", "chimes")
+    created = service.api("POST", "/api/alerts/test", json={"source": SOURCE_ID})
+    assert created.status_code == 201
+    alert = created.json()
+    banner = page.locator("#alert-banner")
+    banner.wait_for(state="visible", timeout=15_000)
+    assert banner.get_attribute("data-alert-id") == str(alert["id"])
+    assert "Test alert" in banner.inner_text()
+    _wait_attr_above(page, "body", "chimes", chimes, 5_000)
+    assert page.inner_text("#alert-count") != ""
+    page.click("[data-testid=ack]")
+    page.wait_for_function(
+        f"() => document.querySelector('#alert-banner').dataset.alertId !== '{alert['id']}'"
+        " || document.querySelector('#alert-banner').hidden",
+        timeout=15_000,
+    )
+    still_open = service.api("GET", "/api/alerts?open=true").json()
+    assert alert["id"] not in [a["id"] for a in still_open]
+    # The alert log lists it as acknowledged.
+    page.click("nav a[data-view=alerts]")
+    row = page.locator(f"#alerts-body tr[data-alert-id='{alert['id']}']")
+    row.wait_for(timeout=10_000)
+    assert "✓" in row.inner_text()
+    assert console.errors == []
+
+
+def test_upload_shows_per_call_results(browser: Any, service: Service, screenshots: Path) -> None:
+    assert REAL_CALL.is_file(), f"{REAL_CALL} is missing (../shared/data)"
+    expected = service.api(
+        "POST", "/predict", files={"file": (REAL_CALL.name, REAL_CALL.read_bytes(), "audio/mpeg")}
+    ).json()
+    context, page, console = new_page(browser)
+    try:
+        page.goto(f"{service.login_url}#upload")
+        page.wait_for_selector("#dropzone")
+        page.set_input_files("#upload-input", str(REAL_CALL))
+        page.wait_for_selector("[data-testid=upload-verdict]", timeout=120_000)
+        verdict = page.inner_text("[data-testid=upload-verdict]")
+        if expected["verdict"] is None:
+            assert "No vocalization" in verdict
+        else:
+            assert expected["verdict"].upper() in verdict
+        rows = page.locator("#upload-body tr")
+        assert rows.count() == max(1, len(expected["segments"]))
+        assert _number(page, "#upload-chart", "points") == len(expected["segments"])
+        assert REAL_CALL.name in page.inner_text("#upload-summary")
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(screenshots / "upload-1280x800.png"))
+        page.set_viewport_size({"width": 768, "height": 1024})
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(screenshots / "upload-768x1024.png"))
+        # A file that is not audio gets the service's clear error, not a broken page.
+        page.set_input_files(
+            "#upload-input",
+            files=[{"name": "notes.wav", "mimeType": "audio/wav", "buffer": b"not a recording"}],
+        )
+        page.wait_for_selector("#upload-status.error", timeout=30_000)
+        assert "notes.wav" in page.inner_text("#upload-status")
+        assert [e for e in console.errors if "status of 4" not in e] == []
+    finally:
+        context.close()
+
+
+def test_history_lists_an_encounter_started_from_the_ui(
+    live_page: tuple[Any, Console], service: Service
+) -> None:
+    page, console = live_page
+    pair = "Mei Lan x Bao Bao (browser test)"
+    # An automatic encounter may be open: the form shows once none is.
+    if page.locator("#enc-stop").is_visible():
+        page.click("#enc-stop")
+        page.click("#enc-stop")
+    page.wait_for_selector("#enc-start", state="visible", timeout=15_000)
+    page.fill("#enc-start input[name=pair]", pair)
+    page.fill("#enc-start input[name=keeper]", "Test keeper")
+    page.click("#enc-start-btn")
+    page.wait_for_selector(f"[data-testid=enc-pair]:has-text('{pair}')", timeout=15_000)
+    encounter = next(
+        e for e in service.api("GET", "/api/encounters").json()["items"] if e["pair"] == pair
+    )
+    assert encounter["ended_at"] is None and encounter["keeper"] == "Test keeper"
+    # Let it collect a call or two, then stop it with the two-press stop button.
+    service.wait_for(
+        lambda: service.api("GET", f"/api/encounters/{encounter['id']}").json()["n_segments"] > 0,
+        "a scored call in the new encounter",
+        timeout_s=LIVE_WAIT_MS / 1000,
+    )
+    page.click("#enc-stop")
+    page.click("#enc-stop")
+    page.wait_for_selector("#enc-start", state="visible", timeout=15_000)
+    # History lists it; its detail shows the timeline and the calls.
+    page.click("nav a[data-view=history]")
+    row = page.locator(f"#hist-body tr[data-encounter-id='{encounter['id']}']")
+    row.wait_for(timeout=15_000)
+    assert pair in row.inner_text()
+    row.click()
+    page.wait_for_selector("[data-testid=outcome-form]")
+    assert _number(page, "[data-testid=history-chart]", "points") >= 1
+    # A call's clip plays from a blob URL fetched with the token.
+    page.locator("#hist-detail button.clip").first.click()
+    page.wait_for_function(
+        "() => document.querySelector('#clip-player').src.startsWith('blob:')", timeout=15_000
+    )
+    # The per-encounter CSV downloads.
+    with page.expect_download(timeout=15_000) as download_info:
+        page.click("#hist-detail button:has-text('Calls (CSV)')")
+    csv_text = Path(download_info.value.path()).read_text()
+    assert len(csv_text.strip().splitlines()) >= 2
+    # Recording the outcome reaches the service.
+    page.check("[data-testid=outcome-form] input[value=success]")
+    page.check("[data-testid=outcome-form] input[name=copulation_observed]")
+    page.click("[data-testid=outcome-form] button[type=submit]")
+    page.wait_for_selector("[data-testid=outcome-form] .saved:has-text('Saved')", timeout=15_000)
+    stored = service.api("GET", f"/api/encounters/{encounter['id']}").json()
+    assert stored["outcome"] == "success" and stored["copulation_observed"] is True
+    assert console.errors == []
+
+
+def test_page_reconnects_by_itself_after_the_service_restarts(
+    live_page: tuple[Any, Console], service: Service
+) -> None:
+    page, console = live_page
+    _wait_attr_above(page, "#spectrogram", "columns", 0, LIVE_WAIT_MS)
+    service.kill(signal.SIGKILL)
+    page.wait_for_selector("#conn:not([data-state=open])", timeout=20_000)
+    service.start()
+    page.wait_for_selector("#conn[data-state=open]", timeout=60_000)
+    # Fresh live events after the reconnect (the spectrogram restarts from its snapshot).
+    columns = _number(page, "#spectrogram", "columns")
+    _wait_attr_above(page, "#spectrogram", "columns", columns, LIVE_WAIT_MS)
+    # The only console errors allowed are the browser's own reports of the refused connection.
+    unexpected = [e for e in console.errors if "WebSocket" not in e and "ERR_CONNECTION" not in e]
+    assert unexpected == []
+
+
+def test_login_with_token_link_strips_it_and_a_bad_token_shows_the_form(
+    browser: Any, service: Service
+) -> None:
+    # The link the service prints logs in and leaves no token in the address bar.
+    context, page, _ = new_page(browser)
+    try:
+        page.goto(f"{service.login_url}#live")
+        page.wait_for_selector("#conn[data-state=open]")
+        assert "token" not in urlparse(page.url).query
+        assert urlparse(page.url).fragment == "live"
+        assert page.locator("#login").is_hidden()
+    finally:
+        context.close()
+    # No token: the login form; a wrong one is refused; the right one gets in.
+    context, page, _ = new_page(browser)
+    try:
+        page.goto(f"{service.url}/")
+        page.wait_for_selector("#login", state="visible")
+        page.fill("#login-token", "not-the-token")
+        page.click("#login-form button[type=submit]")
+        page.wait_for_selector("#login-error:has-text('not accepted')")
+        assert page.locator("#login").is_visible()
+        page.fill("#login-token", service.token)
+        page.click("#login-form button[type=submit]")
+        page.wait_for_selector("#login", state="hidden")
+        page.wait_for_selector("#conn[data-state=open]")
+    finally:
+        context.close()
+    # A link with a wrong token shows the form too, with the reason, and strips the token.
+    context, page, _ = new_page(browser)
+    try:
+        page.goto(f"{service.url}/?token=wrong")
+        page.wait_for_selector("#login", state="visible")
+        assert "not accepted" in page.inner_text("#login-error")
+        assert "token" not in urlparse(page.url).query
+    finally:
+        context.close()

@@ -1,0 +1,387 @@
+// PandaPulse keeper dashboard: boot, login, the live connection, routing between views.
+// Plain ES modules, no build step; the only library is uPlot (web/vendor/uplot, global).
+
+import { AlertBanner, Chime, renderAlertLog } from "./js/alerts.js";
+import {
+  Unauthorized, adoptTokenFromUrl, getJson, getToken, liveSocketUrl, sendJson, setToken,
+} from "./js/api.js";
+import { ClipPlayer } from "./js/clips.js";
+import { HistoryView } from "./js/history.js";
+import { LiveView } from "./js/live.js";
+import { LiveSocket } from "./js/socket.js";
+import { UploadView } from "./js/upload.js";
+import { $ } from "./js/util.js";
+
+const MAX_SEGMENTS = 600;
+const VIEWS = ["live", "history", "upload", "alerts"];
+const SOURCE_KEY = "pandapulse.source";
+const TOAST_MS = 6000;
+const SPEAKER_ON = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M3 9v6h4l5 5V4L7 9H3zm13.5 3A4.5 4.5 0 0 0 14 8v8a4.5 4.5 0 0 0 2.5-4zM14 3.2v2.1a7 7 0 0 1 0 13.4v2.1a9 9 0 0 0 0-17.6z"/></svg>';
+const SPEAKER_OFF = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M3 9v6h4l5 5V4L7 9H3zm13.6 3 2.7-2.7-1.4-1.4-2.7 2.7-2.7-2.7-1.4 1.4 2.7 2.7-2.7 2.7 1.4 1.4 2.7-2.7 2.7 2.7 1.4-1.4z"/></svg>';
+
+class App {
+  constructor() {
+    this.state = {
+      model: null,
+      sources: [],
+      openEncounters: new Map(), // source id -> open encounter
+      segments: [], // recent segments of every source, oldest first
+      alerts: new Map(), // id -> alert (open ones, plus any seen acknowledged)
+      stats: null,
+      selectedSource: localStorage.getItem(SOURCE_KEY),
+    };
+    this.view = null;
+    this.connection = "connecting";
+    this.started = false;
+    this.chime = new Chime();
+    this.clips = new ClipPlayer($("#clip-player"), (err, what) => this.reportError(err, what));
+    this.banner = new AlertBanner($("#alert-banner"), {
+      chime: this.chime,
+      onAck: (alert) => this.acknowledge(alert),
+    });
+    this.live = new LiveView(this);
+    this.history = new HistoryView(this);
+    this.upload = new UploadView(this);
+    this.socket = new LiveSocket(liveSocketUrl, {
+      message: (msg) => this.onMessage(msg),
+      state: (s) => this.onConnection(s),
+      unauthorized: () => this.showLogin("The access token was not accepted."),
+      silentClose: () => this.checkAuth(),
+    });
+    this.#wire();
+  }
+
+  #wire() {
+    window.addEventListener("hashchange", () => this.route());
+    $("#source-select").addEventListener("change", (event) => this.selectSource(event.target.value));
+    const sound = $("#sound-toggle");
+    const showSound = () => {
+      // Static markup only (an icon and fixed words), never data from the service.
+      sound.innerHTML = `${this.chime.muted ? SPEAKER_OFF : SPEAKER_ON}<span class="sound-text"> Sound ${this.chime.muted ? "off" : "on"}</span>`;
+      sound.setAttribute("aria-pressed", String(this.chime.muted));
+      sound.setAttribute("aria-label", this.chime.muted ? "Alert sound off" : "Alert sound on");
+    };
+    showSound();
+    sound.addEventListener("click", () => {
+      this.chime.setMuted(!this.chime.muted);
+      showSound();
+      this.renderAlerts();
+    });
+    $("#logout").addEventListener("click", () => {
+      setToken("");
+      this.showLogin("");
+    });
+    $("#login-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.login($("#login-token").value.trim());
+    });
+    $("#alerts-refresh").addEventListener("click", () => this.loadAlertLog());
+    $("#alerts-open-only").addEventListener("change", () => this.loadAlertLog());
+    $("#alerts-test").addEventListener("click", async (event) => {
+      const button = event.currentTarget;
+      button.disabled = true;
+      try {
+        await sendJson("POST", "api/alerts/test", this.state.selectedSource ? { source: this.state.selectedSource } : {});
+        this.toast("Test alert sent through every channel.");
+      } catch (err) {
+        this.reportError(err, "The test alert failed");
+      } finally {
+        button.disabled = false;
+      }
+    });
+    document.addEventListener("visibilitychange", () => {
+      if (document.visibilityState === "visible") this.socket.retryNow();
+    });
+  }
+
+  // ---------------------------------------------------------------- login ------------------
+
+  async boot() {
+    const fromUrl = adoptTokenFromUrl();
+    const auth = await this.checkAuth({ quiet: true });
+    if (auth === "unauthorized") {
+      this.showLogin(fromUrl || getToken() ? "The access token was not accepted." : "");
+      return;
+    }
+    this.start();
+  }
+
+  /**
+   * Ask the REST side whether the token is accepted. Returns "ok", "unauthorized" (and shows the
+   * login form unless quiet) or "unreachable". As the socket's silentClose hook, a truthy answer
+   * stops its retries.
+   */
+  async checkAuth({ quiet = false } = {}) {
+    try {
+      await getJson("api/sources");
+      return quiet ? "ok" : false;
+    } catch (err) {
+      if (err instanceof Unauthorized) {
+        if (!quiet) this.showLogin("The access token was not accepted.");
+        return quiet ? "unauthorized" : true;
+      }
+      return quiet ? "unreachable" : false;
+    }
+  }
+
+  async login(token) {
+    const error = $("#login-error");
+    error.hidden = true;
+    if (!token) return;
+    setToken(token);
+    const auth = await this.checkAuth({ quiet: true });
+    if (auth === "unauthorized") {
+      setToken("");
+      error.textContent = "That token was not accepted. Check it and try again.";
+      error.hidden = false;
+      return;
+    }
+    if (auth === "unreachable") {
+      error.textContent = "The service cannot be reached right now; the dashboard will keep trying.";
+      error.hidden = false;
+    }
+    $("#login").hidden = true;
+    $("#login-token").value = "";
+    this.start();
+  }
+
+  showLogin(message) {
+    this.socket.stop();
+    this.started = false;
+    document.body.classList.add("logged-out");
+    $("#login").hidden = false;
+    const error = $("#login-error");
+    error.textContent = message || "";
+    error.hidden = !message;
+    $("#logout").hidden = true;
+    setTimeout(() => $("#login-token").focus(), 0);
+  }
+
+  start() {
+    if (this.started) return;
+    this.started = true;
+    document.body.classList.remove("logged-out");
+    $("#login").hidden = true;
+    $("#logout").hidden = !getToken();
+    this.route();
+    this.socket.start();
+  }
+
+  // ---------------------------------------------------------------- routing ----------------
+
+  route() {
+    const [name, arg] = (location.hash.replace(/^#/, "") || "live").split("/");
+    const view = VIEWS.includes(name) ? name : "live";
+    const changed = view !== this.view;
+    this.view = view;
+    for (const section of document.querySelectorAll("main > .view")) {
+      section.hidden = section.dataset.view !== view;
+    }
+    for (const link of document.querySelectorAll(".tabs a")) {
+      link.classList.toggle("active", link.dataset.view === view);
+      if (link.dataset.view === view) link.setAttribute("aria-current", "page");
+      else link.removeAttribute("aria-current");
+    }
+    document.body.dataset.view = view;
+    if (!this.started) return;
+    if (view === "live") this.live.ensureChart();
+    if (view === "history") this.history.show(arg);
+    if (view === "alerts" && changed) this.loadAlertLog();
+  }
+
+  // ---------------------------------------------------------------- live events ------------
+
+  onConnection({ state, retryAt }) {
+    this.connection = state;
+    const node = $("#conn");
+    node.dataset.state = state;
+    node.className = `conn ${state}`;
+    clearInterval(this.connTicker);
+    if (state === "open") node.textContent = "● Live";
+    else if (state === "waiting") {
+      const tick = () => {
+        const s = Math.max(0, Math.ceil((retryAt - Date.now()) / 1000));
+        node.textContent = `◌ Offline · retrying in ${s} s`;
+      };
+      tick();
+      this.connTicker = setInterval(tick, 500);
+    } else if (state === "reconnecting") node.textContent = "◌ Reconnecting…";
+    else if (state === "connecting") node.textContent = "◌ Connecting…";
+    else node.textContent = "○ Not connected";
+    document.body.classList.toggle("offline", state !== "open");
+    $("#gauge-card").classList.toggle("stale", state !== "open");
+  }
+
+  onMessage(msg) {
+    switch (msg.type) {
+      case "snapshot":
+        return this.onSnapshot(msg);
+      case "level":
+        return this.live.onLevel(msg);
+      case "spectrogram":
+        return this.live.onSpectrogram(msg);
+      case "segment":
+        return this.onSegment(msg);
+      case "encounter":
+        return this.onEncounter(msg);
+      case "alert":
+        return this.onAlert(msg);
+      case "stats":
+        this.state.stats = msg;
+        this.#mergeSourceStatus(msg);
+        return this.live.renderHealth();
+      default:
+        return undefined;
+    }
+  }
+
+  onSnapshot(msg) {
+    const s = this.state;
+    s.model = msg.model || null;
+    s.sources = msg.sources || [];
+    s.openEncounters = new Map((msg.encounters || []).filter((e) => !e.ended_at).map((e) => [e.source, e]));
+    s.segments = [...(msg.segments || [])].sort((a, b) => a.start_s - b.start_s || a.id - b.id);
+    s.alerts = new Map((msg.alerts || []).map((a) => [a.id, a]));
+    s.stats = msg.stats || null;
+    this.#renderSources();
+    this.live.renderAll();
+    this.renderAlerts();
+    if (this.view === "history") this.history.changed(this.history.selected);
+    if (this.view === "alerts") this.loadAlertLog();
+  }
+
+  #mergeSourceStatus(stats) {
+    for (const source of this.state.sources) {
+      const st = stats.sources?.[source.id];
+      if (st?.status) source.status = st.status;
+    }
+  }
+
+  #renderSources() {
+    const { sources } = this.state;
+    if (!sources.some((s) => s.id === this.state.selectedSource)) {
+      this.state.selectedSource = sources[0]?.id ?? null;
+    }
+    const select = $("#source-select");
+    select.replaceChildren(...sources.map((s) => {
+      const option = document.createElement("option");
+      option.value = s.id;
+      option.textContent = s.enclosure ? `${s.enclosure} (${s.id})` : s.id;
+      option.selected = s.id === this.state.selectedSource;
+      return option;
+    }));
+    $("#source-pick").hidden = sources.length < 2;
+  }
+
+  selectSource(id) {
+    this.state.selectedSource = id;
+    localStorage.setItem(SOURCE_KEY, id);
+    this.live.renderAll();
+  }
+
+  onSegment(seg) {
+    const s = this.state;
+    s.segments.push(seg);
+    if (s.segments.length > MAX_SEGMENTS) s.segments.splice(0, s.segments.length - MAX_SEGMENTS);
+    const encounter = s.openEncounters.get(seg.source);
+    if (encounter && seg.encounter_id === encounter.id) {
+      encounter.n_segments = (encounter.n_segments ?? 0) + 1;
+      if (seg.running_p_success !== undefined && seg.running_p_success !== null) {
+        encounter.p_success = seg.running_p_success;
+      }
+    }
+    this.live.onSegment(seg);
+  }
+
+  onEncounter({ action, encounter }) {
+    const open = this.state.openEncounters;
+    if (action === "stopped" || encounter.ended_at) {
+      if (open.get(encounter.source)?.id === encounter.id) open.delete(encounter.source);
+    } else {
+      open.set(encounter.source, encounter);
+    }
+    if (encounter.source === this.state.selectedSource) {
+      this.live.renderEncounter();
+      if (action === "started" || action === "stopped") this.live.rebuildChart();
+    }
+    this.history.changed(encounter.id);
+  }
+
+  onAlert({ action, alert }) {
+    this.state.alerts.set(alert.id, alert);
+    this.renderAlerts(action === "raised" ? alert : null);
+    if (this.view === "alerts") this.loadAlertLog();
+  }
+
+  renderAlerts(raised = null) {
+    const open = [...this.state.alerts.values()]
+      .filter((a) => !a.acknowledged_at)
+      .sort((a, b) => Date.parse(b.created_at) - Date.parse(a.created_at) || b.id - a.id);
+    this.banner.render(open, raised);
+    const count = $("#alert-count");
+    count.textContent = String(open.length);
+    count.hidden = open.length === 0;
+  }
+
+  async acknowledge(alert) {
+    try {
+      const by = localStorage.getItem("pandapulse.keeper") || "dashboard";
+      const updated = await sendJson("POST", `api/alerts/${alert.id}/ack`, { by });
+      this.state.alerts.set(updated.id, updated);
+      this.renderAlerts();
+      if (this.view === "alerts") this.loadAlertLog();
+    } catch (err) {
+      this.reportError(err, "The alert could not be acknowledged");
+      this.renderAlerts();
+    }
+  }
+
+  async loadAlertLog() {
+    const openOnly = $("#alerts-open-only").checked;
+    try {
+      const alerts = await getJson(`api/alerts?limit=100${openOnly ? "&open=true" : ""}`);
+      renderAlertLog($("#alerts-body"), alerts, { onAck: (a) => this.acknowledge(a) });
+    } catch (err) {
+      this.reportError(err, "The alert log could not be loaded");
+    }
+  }
+
+  // ---------------------------------------------------------------- REST actions -----------
+
+  async startEncounter(body) {
+    const encounter = await sendJson("POST", "api/encounters", body);
+    this.onEncounter({ action: "started", encounter });
+    this.toast(`Encounter started: ${encounter.pair}`);
+    return encounter;
+  }
+
+  async stopEncounter(id) {
+    const encounter = await sendJson("POST", `api/encounters/${id}/stop`);
+    this.onEncounter({ action: "stopped", encounter });
+    this.toast("Encounter stopped. Record its outcome later in History.");
+    return encounter;
+  }
+
+  // ---------------------------------------------------------------- messages ---------------
+
+  reportError(err, what) {
+    if (err instanceof Unauthorized) {
+      this.showLogin("The access token is no longer accepted. Sign in again.");
+      return;
+    }
+    if (what) this.toast(`${what}: ${err.detail || err.message}`, "error");
+  }
+
+  toast(text, cls = "") {
+    const node = $("#toast");
+    node.textContent = text;
+    node.className = `toast ${cls}`;
+    node.hidden = false;
+    clearTimeout(this.toastTimer);
+    this.toastTimer = setTimeout(() => { node.hidden = true; }, TOAST_MS);
+  }
+}
+
+const app = new App();
+window.pandapulse = app; // for debugging from the console and for the browser tests
+app.boot();

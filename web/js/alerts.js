@@ -1,0 +1,193 @@
+// Alerts: the banner at the top of every view, the audible chime, and the alert log view.
+
+import { el, dateTime, pct } from "./util.js";
+
+const KIND_TEXT = {
+  failure_dominates: { title: "Failure dominates", icon: "⚠", cls: "failure" },
+  audio_stalled: { title: "Audio stalled", icon: "⚠", cls: "stalled" },
+  test: { title: "Test alert", icon: "♪", cls: "test" },
+};
+// Alerts that matter keep chiming until someone acknowledges them; test alerts chime once.
+const REPEAT_CHIME_MS = 30_000;
+const MUTE_KEY = "pandapulse.muted";
+
+export function kindText(kind) {
+  return KIND_TEXT[kind] || { title: kind, icon: "!", cls: "test" };
+}
+
+/**
+ * A two-note chime synthesised with WebAudio (no sound file). Browsers only allow sound after
+ * the user has interacted with the page, so the AudioContext is created on the first click or
+ * key press.
+ */
+export class Chime {
+  constructor() {
+    this.ctx = null;
+    this.muted = localStorage.getItem(MUTE_KEY) === "1";
+    this.played = 0;
+    const unlock = () => this.unlock();
+    window.addEventListener("pointerdown", unlock, { capture: true });
+    window.addEventListener("keydown", unlock, { capture: true });
+  }
+
+  get ready() {
+    return this.ctx !== null && this.ctx.state === "running";
+  }
+
+  unlock() {
+    if (!this.ctx) {
+      const Ctx = window.AudioContext || window.webkitAudioContext;
+      if (!Ctx) return;
+      this.ctx = new Ctx();
+    }
+    if (this.ctx.state === "suspended") this.ctx.resume().catch(() => {});
+  }
+
+  setMuted(muted) {
+    this.muted = muted;
+    localStorage.setItem(MUTE_KEY, muted ? "1" : "0");
+  }
+
+  play() {
+    this.played += 1;
+    document.body.dataset.chimes = String(this.played);
+    if (this.muted || !this.ctx) return;
+    const { ctx } = this;
+    const now = ctx.currentTime;
+    const master = ctx.createGain();
+    master.gain.value = 0.35;
+    master.connect(ctx.destination);
+    // Two bell-like notes (a falling fifth), each a sine with its octave, decaying quickly.
+    [
+      [987.77, 0],
+      [659.25, 0.28],
+      [987.77, 0.7],
+      [659.25, 0.98],
+    ].forEach(([freq, at]) => {
+      for (const [mult, level] of [[1, 1], [2, 0.25]]) {
+        const osc = ctx.createOscillator();
+        const gain = ctx.createGain();
+        osc.type = "sine";
+        osc.frequency.value = freq * mult;
+        gain.gain.setValueAtTime(0.0001, now + at);
+        gain.gain.exponentialRampToValueAtTime(level, now + at + 0.015);
+        gain.gain.exponentialRampToValueAtTime(0.0001, now + at + 0.9);
+        osc.connect(gain).connect(master);
+        osc.start(now + at);
+        osc.stop(now + at + 1);
+      }
+    });
+  }
+}
+
+/** The banner: the newest open alert, how many others are open, and an Acknowledge button. */
+export class AlertBanner {
+  constructor(root, { onAck, chime }) {
+    this.root = root;
+    this.onAck = onAck;
+    this.chime = chime;
+    this.repeatTimer = null;
+  }
+
+  /** `open`: open alerts, newest first. `raised`: an alert that just arrived (chime for it). */
+  render(open, raised = null) {
+    clearInterval(this.repeatTimer);
+    this.repeatTimer = null;
+    this.root.replaceChildren();
+    if (!open.length) {
+      this.root.hidden = true;
+      document.body.classList.remove("has-alert");
+      return;
+    }
+    const alert = open[0];
+    const kind = kindText(alert.kind);
+    this.root.hidden = false;
+    this.root.className = `alert-banner ${kind.cls}`;
+    this.root.dataset.alertId = String(alert.id);
+    document.body.classList.add("has-alert");
+    const ack = el(
+      "button",
+      { class: "ack", type: "button", "data-testid": "ack", onclick: () => this.#ack(alert, ack) },
+      "Acknowledge",
+    );
+    const extra = open.length > 1 ? ` (+${open.length - 1} more open)` : "";
+    const where = [alert.source, alert.p_failure != null ? `P(failure) ${pct(alert.p_failure)}` : ""]
+      .filter(Boolean)
+      .join(" · ");
+    const hint = this.chime.ready || this.chime.muted
+      ? null
+      : el("span", { class: "alert-hint" }, "Tap anywhere to enable sound");
+    this.root.append(
+      ...[
+      el("span", { class: "alert-icon", "aria-hidden": "true" }, kind.icon),
+      el(
+        "div",
+        { class: "alert-text" },
+        el("strong", {}, kind.title + extra),
+        el("span", {}, alert.message || ""),
+        where ? el("span", { class: "alert-where" }, where) : null,
+      ),
+      hint,
+      ack,
+      ].filter(Boolean),
+    );
+    if (raised) this.chime.play();
+    if (open.some((a) => a.kind !== "test")) {
+      this.repeatTimer = setInterval(() => this.chime.play(), REPEAT_CHIME_MS);
+    }
+  }
+
+  async #ack(alert, button) {
+    button.disabled = true;
+    button.textContent = "Acknowledging…";
+    try {
+      await this.onAck(alert);
+    } catch (err) {
+      button.disabled = false;
+      button.textContent = "Acknowledge";
+      throw err;
+    }
+  }
+}
+
+/** The alert log table (Alerts view). */
+export function renderAlertLog(tbody, alerts, { onAck }) {
+  tbody.replaceChildren();
+  if (!alerts.length) {
+    tbody.append(el("tr", {}, el("td", { colspan: 6, class: "empty" }, "No alerts yet.")));
+    return;
+  }
+  for (const alert of alerts) {
+    const kind = kindText(alert.kind);
+    const acked = alert.acknowledged_at
+      ? el(
+          "span",
+          { class: "acked" },
+          `✓ ${dateTime(alert.acknowledged_at)}${alert.acknowledged_by ? ` by ${alert.acknowledged_by}` : ""}`,
+        )
+      : el(
+          "button",
+          {
+            type: "button",
+            class: "small",
+            onclick: (event) => {
+              event.currentTarget.disabled = true;
+              onAck(alert);
+            },
+          },
+          "Acknowledge",
+        );
+    tbody.append(
+      el(
+        "tr",
+        { class: alert.acknowledged_at ? "" : "open", dataset: { alertId: String(alert.id) } },
+        el("td", {}, dateTime(alert.created_at)),
+        el("td", {}, el("span", { class: `kind ${kind.cls}` }, `${kind.icon} ${kind.title}`)),
+        el("td", {}, alert.source || "–"),
+        el("td", {}, alert.message || ""),
+        el("td", { class: "num" }, alert.p_failure != null ? pct(alert.p_failure) : "–"),
+        el("td", {}, acked),
+      ),
+    );
+  }
+}

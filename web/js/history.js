@@ -1,0 +1,230 @@
+// The History view: the encounters (paged), one encounter's timeline with its calls and alerts,
+// playing a call's clip, recording the outcome, CSV exports.
+
+import { download, getJson, sendJson } from "./api.js";
+import { kindText } from "./alerts.js";
+import { ProbabilityChart } from "./chart.js";
+import { clipButton } from "./clips.js";
+import {
+  $, clockTime, dateTime, duration, el, leaning, pct, runningMeans, secondsBetween, sparkline,
+  verdictBadge,
+} from "./util.js";
+
+const PAGE_SIZE = 20;
+
+export class HistoryView {
+  constructor(app) {
+    this.app = app;
+    this.offset = 0;
+    this.total = 0;
+    this.selected = null;
+    this.chart = null;
+    this.refreshTimer = null;
+    $("#hist-refresh").addEventListener("click", () => this.refresh());
+    $("#hist-prev").addEventListener("click", () => {
+      this.offset = Math.max(0, this.offset - PAGE_SIZE);
+      this.refresh();
+    });
+    $("#hist-next").addEventListener("click", () => {
+      this.offset += PAGE_SIZE;
+      this.refresh();
+    });
+    $("#hist-export-all").addEventListener("click", () =>
+      this.#download("api/encounters/export.csv", "pandapulse-encounters.csv"));
+  }
+
+  async show(id) {
+    await this.refresh();
+    if (id) await this.open(Number(id));
+    else this.#closeDetail();
+  }
+
+  /** Something changed live (an encounter started, stopped, got an outcome): reload soon. */
+  changed(encounterId) {
+    if (this.app.view !== "history") return;
+    clearTimeout(this.refreshTimer);
+    this.refreshTimer = setTimeout(() => {
+      this.refresh();
+      if (this.selected && this.selected === encounterId) this.open(encounterId, { keepScroll: true });
+    }, 300);
+  }
+
+  async refresh() {
+    let page;
+    try {
+      page = await getJson(`api/encounters?limit=${PAGE_SIZE}&offset=${this.offset}`);
+    } catch (err) {
+      this.app.reportError(err, "The encounters could not be loaded");
+      return;
+    }
+    this.total = page.total;
+    const body = $("#hist-body");
+    body.replaceChildren(...page.items.map((e) => this.#row(e)));
+    if (!page.items.length) {
+      body.append(el("tr", {}, el("td", { colspan: 9, class: "empty" }, "No encounters recorded yet.")));
+    }
+    $("#hist-total").textContent = `(${page.total})`;
+    const last = Math.min(this.offset + page.items.length, page.total);
+    $("#hist-page").textContent = page.total ? `${this.offset + 1}–${last} of ${page.total}` : "";
+    $("#hist-prev").disabled = this.offset === 0;
+    $("#hist-next").disabled = this.offset + PAGE_SIZE >= page.total;
+  }
+
+  #row(e) {
+    const open = !e.ended_at;
+    return el("tr", {
+      class: `clickable${this.selected === e.id ? " selected" : ""}`,
+      tabindex: 0,
+      dataset: { encounterId: String(e.id) },
+      onclick: () => { location.hash = `#history/${e.id}`; },
+      onkeydown: (ev) => { if (ev.key === "Enter") location.hash = `#history/${e.id}`; },
+    },
+      el("td", {}, dateTime(e.started_at), open ? el("span", { class: "pill live small" }, "● open") : null),
+      el("td", {}, e.enclosure || e.source),
+      el("td", {}, e.pair || "–"),
+      el("td", {}, e.keeper || "–"),
+      el("td", { class: "num" }, duration(secondsBetween(e.started_at, e.ended_at))),
+      el("td", { class: "num" }, String(e.n_segments ?? 0)),
+      el("td", { class: "num" }, pct(e.p_success)),
+      el("td", {}, verdictBadge(e.verdict)),
+      el("td", {}, e.outcome && e.outcome !== "unknown" ? verdictBadge(e.outcome) : el("span", { class: "muted" }, e.outcome || "–")),
+    );
+  }
+
+  #closeDetail() {
+    this.selected = null;
+    $("#hist-detail").hidden = true;
+    for (const tr of document.querySelectorAll("#hist-body tr.selected")) tr.classList.remove("selected");
+  }
+
+  async open(id) {
+    let enc;
+    try {
+      enc = await getJson(`api/encounters/${id}`);
+    } catch (err) {
+      this.app.reportError(err, `Encounter ${id} could not be loaded`);
+      return;
+    }
+    this.selected = enc.id;
+    for (const tr of document.querySelectorAll("#hist-body tr")) {
+      tr.classList.toggle("selected", tr.dataset.encounterId === String(enc.id));
+    }
+    const box = $("#hist-detail");
+    box.hidden = false;
+    if (this.chart) {
+      this.chart.destroy();
+      this.chart = null;
+    }
+    const segments = [...(enc.segments || [])].sort((a, b) => a.start_s - b.start_s);
+    const chartBox = el("div", { class: "chart", "data-testid": "history-chart" });
+    box.replaceChildren(
+      el("div", { class: "card" },
+        el("div", { class: "card-head" },
+          el("h2", {}, `${enc.enclosure || enc.source} · ${enc.pair || "unnamed pair"}`),
+          el("div", { class: "actions" },
+            el("button", { type: "button", onclick: () => this.#download(`api/encounters/${enc.id}/export.csv`, `pandapulse-encounter-${enc.id}.csv`) }, "↓ Calls (CSV)"),
+            el("button", { type: "button", class: "ghost", onclick: () => { location.hash = "#history"; } }, "✕ Close"))),
+        el("dl", { class: "facts" },
+          fact("Keeper", enc.keeper || "–"),
+          fact("Started", dateTime(enc.started_at)),
+          fact("Ended", enc.ended_at ? dateTime(enc.ended_at) : "still open"),
+          fact("Length", duration(secondsBetween(enc.started_at, enc.ended_at))),
+          fact("Calls", String(enc.n_segments ?? segments.length)),
+          fact("P(success)", pct(enc.p_success)),
+          fact("Verdict", verdictBadge(enc.verdict)),
+          fact("Model", enc.model_version || "–"),
+          enc.auto ? fact("Opened", "automatically by the call detector") : null,
+          enc.notes ? fact("Notes", enc.notes) : null),
+        el("h3", {}, "Timeline"),
+        chartBox),
+      el("div", { class: "card" },
+        el("h2", {}, `Calls (${segments.length})`),
+        el("div", { class: "table-scroll" },
+          el("table", { class: "calls" },
+            el("thead", {}, el("tr", {}, ...["Time", "Length", "P(success)", "Leaning", "Attention", "Clip"].map((h) => el("th", {}, h)))),
+            el("tbody", {}, segments.length
+              ? segments.map((s) => segmentRow(s, this.app.clips))
+              : el("tr", {}, el("td", { colspan: 6, class: "empty" }, "No calls in this encounter.")))))),
+      this.#outcomeForm(enc),
+      (enc.alerts || []).length
+        ? el("div", { class: "card" },
+            el("h2", {}, "Alerts"),
+            el("ul", { class: "plain" }, enc.alerts.map((a) => el("li", {},
+              `${kindText(a.kind).icon} ${dateTime(a.created_at)} — ${kindText(a.kind).title}: ${a.message || ""}`,
+              a.acknowledged_at ? ` (acknowledged${a.acknowledged_by ? ` by ${a.acknowledged_by}` : ""})` : " (open)"))))
+        : null,
+    );
+    this.chart = new ProbabilityChart(chartBox, { time: true, height: 220 });
+    const running = runningMeans(segments, { n: enc.n_segments, p: enc.p_success });
+    this.chart.setData(
+      segments.map((s) => Date.parse(s.wall_time) / 1000),
+      segments.map((s) => s.p_success),
+      running,
+    );
+    box.scrollIntoView({ behavior: "smooth", block: "start" });
+  }
+
+  #outcomeForm(enc) {
+    const form = el("form", { class: "card outcome-form", "data-testid": "outcome-form" },
+      el("h2", {}, "Outcome"),
+      el("p", { class: "muted small" }, "What actually happened. Recorded outcomes become training labels."),
+      el("fieldset", { class: "radio-row" },
+        el("legend", { class: "sr-only" }, "Outcome"),
+        ...["success", "failure", "unknown"].map((v) =>
+          el("label", { class: `radio ${v}` },
+            el("input", { type: "radio", name: "outcome", value: v, checked: (enc.outcome || "unknown") === v }),
+            v === "success" ? "✓ Success" : v === "failure" ? "✗ Failure" : "? Unknown"))),
+      el("label", { class: "check" }, el("input", { type: "checkbox", name: "copulation_observed", checked: Boolean(enc.copulation_observed) }), "Copulation observed"),
+      el("label", { class: "check" }, el("input", { type: "checkbox", name: "pregnancy_confirmed", checked: Boolean(enc.pregnancy_confirmed) }), "Pregnancy confirmed"),
+      el("label", { class: "block" }, "Notes", el("textarea", { name: "notes", rows: 2, maxlength: 2000 }, enc.notes || "")),
+      el("div", { class: "actions" },
+        el("button", { type: "submit", class: "primary" }, "Save outcome"),
+        el("span", { class: "saved muted", role: "status" })),
+    );
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const data = new FormData(form);
+      const body = {
+        outcome: data.get("outcome") || "unknown",
+        copulation_observed: form.copulation_observed.checked,
+        pregnancy_confirmed: form.pregnancy_confirmed.checked,
+        notes: String(data.get("notes") || ""),
+      };
+      const status = form.querySelector(".saved");
+      status.textContent = "Saving…";
+      try {
+        await sendJson("PUT", `api/encounters/${enc.id}/outcome`, body);
+        status.textContent = "✓ Saved";
+        this.refresh();
+      } catch (err) {
+        status.textContent = "";
+        this.app.reportError(err, "The outcome was not saved");
+      }
+    });
+    return form;
+  }
+
+  async #download(path, name) {
+    try {
+      await download(path, name);
+    } catch (err) {
+      this.app.reportError(err, "The export failed");
+    }
+  }
+}
+
+function fact(label, value) {
+  return el("div", {}, el("dt", {}, label), el("dd", {}, value));
+}
+
+function segmentRow(seg, clips) {
+  const lean = leaning(seg.p_success);
+  return el("tr", { dataset: { segmentId: String(seg.id) } },
+    el("td", {}, clockTime(seg.wall_time)),
+    el("td", { class: "num" }, `${(seg.end_s - seg.start_s).toFixed(1)} s`),
+    el("td", { class: "num" }, pct(seg.p_success)),
+    el("td", {}, el("span", { class: `badge ${lean.cls}` }, `${lean.icon} ${lean.label}`)),
+    el("td", {}, sparkline(seg.attention)),
+    el("td", {}, seg.clip_url ? clipButton(clips, seg.clip_url) : "–"),
+  );
+}

@@ -1,0 +1,375 @@
+// The Live view: encounter header and controls, the gauge, the probability chart, the
+// spectrogram and level meters, the scored calls, the latest call's attention, and health.
+
+import { ProbabilityChart } from "./chart.js";
+import { clipButton } from "./clips.js";
+import { Spectrogram } from "./spectrogram.js";
+import {
+  $, clockTime, duration, el, leaning, pct, runningMeans, secondsBetween, sparkline,
+} from "./util.js";
+
+const MAX_CALL_ROWS = 100;
+const METER_FLOOR_DB = -60;
+const CLIP_DB = -1;
+const KEEPER_KEY = "pandapulse.keeper";
+const STOP_CONFIRM_MS = 4000;
+
+function meterPercent(db) {
+  if (db === null || db === undefined || !Number.isFinite(db)) return 0;
+  return Math.max(0, Math.min(100, ((db - METER_FLOOR_DB) / -METER_FLOOR_DB) * 100));
+}
+
+function wallSeconds(seg) {
+  const t = Date.parse(seg.wall_time);
+  return Number.isNaN(t) ? seg.start_s : t / 1000;
+}
+
+export class LiveView {
+  /** `app` gives: state, api helpers (startEncounter, stopEncounter), clips, reportError. */
+  constructor(app) {
+    this.app = app;
+    this.chart = null;
+    this.spectrogram = new Spectrogram($("#spectrogram"));
+    this.chartEncounter = undefined;
+    this.stopArmed = null;
+    this.#wireForm();
+    setInterval(() => this.#tickElapsed(), 1000);
+  }
+
+  get state() {
+    return this.app.state;
+  }
+
+  /** The chart is created once the view is visible (uPlot needs a width). */
+  ensureChart() {
+    if (!this.chart) {
+      this.chart = new ProbabilityChart($("#live-chart"), { time: true, height: 330 });
+      this.rebuildChart();
+    }
+  }
+
+  #wireForm() {
+    const form = $("#enc-start");
+    form.keeper.value = localStorage.getItem(KEEPER_KEY) || "";
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const source = this.state.selectedSource;
+      if (!source) return;
+      const body = {
+        source,
+        pair: form.pair.value.trim(),
+        keeper: form.keeper.value.trim(),
+      };
+      const notes = form.notes.value.trim();
+      if (notes) body.notes = notes;
+      localStorage.setItem(KEEPER_KEY, body.keeper);
+      const button = $("#enc-start-btn");
+      button.disabled = true;
+      this.#formError("");
+      try {
+        await this.app.startEncounter(body);
+        form.notes.value = "";
+      } catch (err) {
+        this.#formError(err.detail || err.message);
+        this.app.reportError(err, null);
+      } finally {
+        button.disabled = false;
+      }
+    });
+    $("#enc-stop").addEventListener("click", async (event) => {
+      const button = event.currentTarget;
+      const encounter = this.state.openEncounters.get(this.state.selectedSource);
+      if (!encounter) return;
+      // Two presses stop it: an accidental tap must not end a breeding encounter's record.
+      if (!this.stopArmed) {
+        button.textContent = "■ Press again to stop";
+        button.classList.add("armed");
+        this.stopArmed = setTimeout(() => this.#disarmStop(), STOP_CONFIRM_MS);
+        return;
+      }
+      this.#disarmStop();
+      button.disabled = true;
+      try {
+        await this.app.stopEncounter(encounter.id);
+      } catch (err) {
+        this.#formError(err.detail || err.message);
+        this.app.reportError(err, null);
+      } finally {
+        button.disabled = false;
+      }
+    });
+  }
+
+  #disarmStop() {
+    clearTimeout(this.stopArmed);
+    this.stopArmed = null;
+    const button = $("#enc-stop");
+    button.textContent = "■ Stop encounter";
+    button.classList.remove("armed");
+  }
+
+  #formError(message) {
+    const p = $("#enc-error");
+    p.textContent = message;
+    p.hidden = !message;
+  }
+
+  // ---------------------------------------------------------------- everything at once ------
+
+  renderAll() {
+    this.spectrogram.reset(this.spectrogram.bins || 64);
+    $("#spec-source").textContent = this.#sourceLabel();
+    this.renderEncounter();
+    this.rebuildChart();
+    this.renderCalls();
+    const latest = this.#segmentsOfSource().at(-1);
+    this.renderAttention(latest || null);
+    this.renderHealth();
+  }
+
+  #sourceLabel() {
+    const source = this.state.sources.find((s) => s.id === this.state.selectedSource);
+    return source ? `${source.enclosure || source.id} · ${source.kind}` : "";
+  }
+
+  #segmentsOfSource() {
+    return this.state.segments.filter((s) => s.source === this.state.selectedSource);
+  }
+
+  // ---------------------------------------------------------------- encounter + gauge -------
+
+  renderEncounter() {
+    const encounter = this.state.openEncounters.get(this.state.selectedSource) || null;
+    const source = this.state.sources.find((s) => s.id === this.state.selectedSource);
+    const info = $("#enc-info");
+    info.replaceChildren();
+    const enclosure = encounter?.enclosure || source?.enclosure || this.state.selectedSource || "–";
+    if (encounter) {
+      info.append(
+        el("div", { class: "enc-title" },
+          el("span", { class: "pill live", "data-testid": "enc-status" }, "● Encounter open"),
+          el("h1", {}, enclosure),
+          encounter.auto ? el("span", { class: "pill muted", title: "opened by the call detector" }, "auto") : null),
+        el("dl", { class: "enc-facts" },
+          el("div", {}, el("dt", {}, "Pair"), el("dd", { "data-testid": "enc-pair" }, encounter.pair || "–")),
+          el("div", {}, el("dt", {}, "Keeper"), el("dd", {}, encounter.keeper || "–")),
+          el("div", {}, el("dt", {}, "Started"), el("dd", {}, clockTime(encounter.started_at))),
+          el("div", {}, el("dt", {}, "Elapsed"), el("dd", { class: "elapsed", id: "enc-elapsed" },
+            duration(secondsBetween(encounter.started_at, encounter.ended_at)))),
+          el("div", {}, el("dt", {}, "Calls"), el("dd", { id: "enc-calls" }, String(encounter.n_segments ?? 0)))),
+      );
+    } else {
+      info.append(
+        el("div", { class: "enc-title" },
+          el("span", { class: "pill idle", "data-testid": "enc-status" }, "○ No open encounter"),
+          el("h1", {}, enclosure)),
+        el("p", { class: "muted" }, source
+          ? "Start an encounter to follow this pair; calls are still scored and listed below."
+          : "Waiting for the service…"),
+      );
+    }
+    $("#enc-start").hidden = Boolean(encounter) || !source;
+    $("#enc-actions").hidden = !encounter;
+    this.renderGauge(encounter);
+  }
+
+  #tickElapsed() {
+    const encounter = this.state.openEncounters.get(this.state.selectedSource);
+    const node = document.getElementById("enc-elapsed");
+    if (encounter && node) {
+      node.textContent = duration(secondsBetween(encounter.started_at, encounter.ended_at));
+    }
+  }
+
+  renderGauge(encounter) {
+    const p = encounter ? encounter.p_success : null;
+    const lean = leaning(p);
+    const card = $("#gauge-card");
+    card.dataset.p = p === null || p === undefined ? "" : String(p);
+    card.classList.toggle("stale", this.app.connection !== "open");
+    const value = $("#gauge-value");
+    value.textContent = p === null || p === undefined ? "–" : `${Math.round(p * 100)}%`;
+    value.className = `gauge-value ${lean.cls}`;
+    const label = $("#gauge-label");
+    label.textContent = encounter
+      ? p === null || p === undefined
+        ? "Waiting for calls"
+        : `${lean.icon} Leaning ${lean.label.toLowerCase()}`
+      : "No open encounter";
+    label.className = `gauge-label ${lean.cls}`;
+    const angle = p === null || p === undefined ? 0 : (p - 0.5) * 180;
+    $("#gauge-needle").style.transform = `rotate(${angle}deg)`;
+    $("#gauge-needle").classList.toggle("idle", p === null || p === undefined);
+    const ps = p ?? 0.5;
+    $("#split-success").style.width = `${ps * 100}%`;
+    $("#split-failure").style.width = `${(1 - ps) * 100}%`;
+    $("#gauge-ps").textContent = pct(p);
+    $("#gauge-pf").textContent = p === null || p === undefined ? "–" : pct(1 - p);
+    const verdict = $("#gauge-verdict");
+    if (!encounter) verdict.textContent = "";
+    else if (encounter.verdict) {
+      verdict.replaceChildren("Verdict: ", el("b", { class: encounter.verdict }, encounter.verdict),
+        ` after ${encounter.n_segments} call${encounter.n_segments === 1 ? "" : "s"}`);
+    } else {
+      const n = encounter.n_segments ?? 0;
+      verdict.textContent = `Verdict pending · ${n} call${n === 1 ? "" : "s"} so far`;
+    }
+  }
+
+  // ---------------------------------------------------------------- chart ------------------
+
+  #chartSegments() {
+    const encounter = this.state.openEncounters.get(this.state.selectedSource) || null;
+    const segments = this.#segmentsOfSource();
+    return {
+      encounter,
+      segments: encounter ? segments.filter((s) => s.encounter_id === encounter.id) : segments,
+    };
+  }
+
+  rebuildChart() {
+    if (!this.chart) return;
+    const { encounter, segments } = this.#chartSegments();
+    this.chartEncounter = encounter ? encounter.id : null;
+    let running;
+    if (encounter) {
+      const derived = runningMeans(segments, { n: encounter.n_segments, p: encounter.p_success });
+      running = segments.map((s, i) => s.running_p_success ?? derived[i]);
+    } else {
+      running = segments.map((s) => s.running_p_success ?? null);
+    }
+    this.chart.setData(segments.map(wallSeconds), segments.map((s) => s.p_success), running);
+  }
+
+  // ---------------------------------------------------------------- calls ------------------
+
+  #callRow(seg) {
+    const lean = leaning(seg.p_success);
+    return el("tr", { dataset: { segmentId: String(seg.id) }, onclick: () => this.renderAttention(seg) },
+      el("td", {}, clockTime(seg.wall_time)),
+      el("td", { class: "num" }, `${(seg.end_s - seg.start_s).toFixed(1)} s`),
+      el("td", { class: "num" },
+        el("span", { class: "pbar" }, el("span", { class: "pfill", style: `width:${seg.p_success * 100}%` })),
+        ` ${pct(seg.p_success)}`),
+      el("td", {}, el("span", { class: `badge ${lean.cls}` }, `${lean.icon} ${lean.label}`)),
+      el("td", {}, sparkline(seg.attention)),
+      el("td", {}, seg.clip_url ? clipButton(this.app.clips, seg.clip_url) : null),
+    );
+  }
+
+  renderCalls() {
+    const body = $("#calls-body");
+    const segments = this.#segmentsOfSource().slice(-MAX_CALL_ROWS).reverse();
+    body.replaceChildren(...segments.map((s) => this.#callRow(s)));
+    if (!segments.length) {
+      body.append(el("tr", {}, el("td", { colspan: 6, class: "empty" }, "No calls scored yet.")));
+    }
+    $("#calls-count").textContent = segments.length ? `(${segments.length} shown)` : "";
+  }
+
+  renderAttention(seg) {
+    const box = $("#attn-latest");
+    box.replaceChildren();
+    if (!seg) {
+      box.append(el("p", { class: "empty" }, "No call yet."));
+      return;
+    }
+    const lean = leaning(seg.p_success);
+    box.append(
+      sparkline(seg.attention, { width: 320, height: 90, cls: "spark big" }),
+      el("div", { class: "attn-axis" }, el("span", {}, "0 s"), el("span", {}, "1 s"), el("span", {}, "2 s")),
+      el("p", {}, `${clockTime(seg.wall_time)} · P(success) ${pct(seg.p_success)} `,
+        el("span", { class: `badge ${lean.cls}` }, `${lean.icon} ${lean.label}`)),
+    );
+  }
+
+  // ---------------------------------------------------------------- live events ------------
+
+  onSegment(seg) {
+    if (seg.source !== this.state.selectedSource) return;
+    const encounter = this.state.openEncounters.get(seg.source) || null;
+    if (this.chart) {
+      const onChart = encounter ? seg.encounter_id === encounter.id : true;
+      if ((encounter ? encounter.id : null) !== this.chartEncounter) this.rebuildChart();
+      else if (onChart) this.chart.append(wallSeconds(seg), seg.p_success, seg.running_p_success ?? null);
+    }
+    const body = $("#calls-body");
+    body.querySelector("td.empty")?.parentElement.remove();
+    body.prepend(this.#callRow(seg));
+    while (body.rows.length > MAX_CALL_ROWS) body.deleteRow(-1);
+    $("#calls-count").textContent = `(${body.rows.length} shown)`;
+    this.renderAttention(seg);
+    if (encounter && seg.encounter_id === encounter.id) this.renderEncounterNumbers(encounter);
+  }
+
+  renderEncounterNumbers(encounter) {
+    const calls = document.getElementById("enc-calls");
+    if (calls) calls.textContent = String(encounter.n_segments ?? 0);
+    this.renderGauge(encounter);
+  }
+
+  onLevel(msg) {
+    if (msg.source !== this.state.selectedSource) return;
+    for (const meter of document.querySelectorAll("#meters .meter")) {
+      const ch = Number(meter.dataset.ch);
+      const rms = msg.rms_db?.[ch];
+      const peak = msg.peak_db?.[ch];
+      meter.querySelector(".rms").style.width = `${meterPercent(rms)}%`;
+      meter.querySelector(".peak").style.left = `${meterPercent(peak)}%`;
+      meter.classList.toggle("clip", peak !== undefined && peak >= CLIP_DB);
+      meter.querySelector(".db").textContent = Number.isFinite(rms) ? `${rms.toFixed(0)} dB` : "–";
+    }
+  }
+
+  onSpectrogram(msg) {
+    if (msg.source !== this.state.selectedSource) return;
+    this.spectrogram.push(msg.bins, msg.columns);
+  }
+
+  // ---------------------------------------------------------------- health -----------------
+
+  renderHealth() {
+    const dl = $("#health");
+    const stats = this.state.stats;
+    const model = this.state.model || {};
+    const rows = [];
+    const add = (label, value, cls = "") =>
+      rows.push(el("div", { class: `hrow ${cls}` }, el("dt", {}, label), el("dd", {}, value)));
+    const sources = stats?.sources || {};
+    const knownIds = new Set([...this.state.sources.map((s) => s.id), ...Object.keys(sources)]);
+    for (const id of knownIds) {
+      const src = sources[id] || {};
+      const status = src.status || this.state.sources.find((s) => s.id === id)?.status || "unknown";
+      const icon = status === "ok" ? "✓" : status === "stalled" ? "⚠" : "■";
+      const age = Number.isFinite(src.last_audio_age_s) ? ` · last audio ${src.last_audio_age_s.toFixed(1)} s ago` : "";
+      add(knownIds.size > 1 ? `Audio ${id}` : "Audio",
+        el("span", { class: `status ${status}`, "data-testid": "audio-status" }, `${icon} ${status}${age}`),
+        status === "ok" ? "" : "warn");
+      const drops = (src.overflows ?? 0) + (src.dropped_blocks ?? 0);
+      add(knownIds.size > 1 ? `Drops ${id}` : "Drops",
+        `${drops} block${drops === 1 ? "" : "s"} (${src.overflows ?? 0} overflow, ${src.dropped_blocks ?? 0} dropped)`,
+        drops ? "warn" : "");
+    }
+    const inf = stats?.inference;
+    if (inf) {
+      add("Latency", `${fmtMs(inf.mean_ms)} mean · ${fmtMs(inf.p95_ms)} p95`);
+      add("Scored", `${inf.segments} calls in ${inf.batches} batches${inf.overruns ? ` · ${inf.overruns} overruns` : ""}`,
+        inf.overruns ? "warn" : "");
+    }
+    add("Model", model.version || stats?.model_version || "–");
+    const device = stats?.device || model.device || "–";
+    add("Runs on", /cuda|gpu/i.test(device) ? `GPU (${device})` : device === "–" ? "–" : `CPU (${device})`);
+    if (stats?.ws) {
+      add("Live link", `${stats.ws.clients} client${stats.ws.clients === 1 ? "" : "s"} · ${stats.ws.dropped} updates dropped`);
+    }
+    if (stats?.storage) {
+      add("Stored", `${stats.storage.segments} calls${stats.storage.outbox_pending ? ` · ${stats.storage.outbox_pending} alerts to send` : ""}`);
+    }
+    if (stats && Number.isFinite(stats.uptime_s)) add("Uptime", duration(stats.uptime_s));
+    dl.replaceChildren(...rows);
+  }
+}
+
+function fmtMs(ms) {
+  return Number.isFinite(ms) ? `${ms.toFixed(ms < 10 ? 1 : 0)} ms` : "–";
+}

@@ -1,0 +1,148 @@
+// Small DOM and formatting helpers shared by the views.
+
+/**
+ * Create an element: el("td", {class: "num", title: "x"}, "text", childNode, ...).
+ * Text is always set as text (names and notes typed by keepers are never parsed as HTML).
+ */
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key === "dataset") Object.assign(node.dataset, value);
+    else if (key.startsWith("on") && typeof value === "function") {
+      node.addEventListener(key.slice(2), value);
+    } else if (value === true) node.setAttribute(key, "");
+    else node.setAttribute(key, String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === undefined || child === null || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+export const $ = (selector, root = document) => root.querySelector(selector);
+
+export function pct(p, digits = 0) {
+  return p === null || p === undefined || Number.isNaN(p) ? "–" : `${(p * 100).toFixed(digits)} %`;
+}
+
+export function clockTime(iso) {
+  if (!iso) return "–";
+  const date = new Date(iso);
+  return Number.isNaN(date.getTime())
+    ? "–"
+    : date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+}
+
+export function dateTime(iso) {
+  if (!iso) return "–";
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return "–";
+  return date.toLocaleString([], {
+    year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit",
+  });
+}
+
+/** "1:02:03" or "4:05" from a number of seconds. */
+export function duration(seconds) {
+  if (seconds === null || seconds === undefined || !Number.isFinite(seconds)) return "–";
+  const s = Math.max(0, Math.floor(seconds));
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const sec = String(s % 60).padStart(2, "0");
+  return h ? `${h}:${String(m).padStart(2, "0")}:${sec}` : `${m}:${sec}`;
+}
+
+export function secondsBetween(startIso, endIso) {
+  const start = Date.parse(startIso);
+  const end = endIso ? Date.parse(endIso) : Date.now();
+  return Number.isNaN(start) || Number.isNaN(end) ? null : (end - start) / 1000;
+}
+
+/** Which way a probability of success leans, with the words and icon the UI shows for it. */
+export function leaning(p) {
+  if (p === null || p === undefined || Number.isNaN(p)) {
+    return { cls: "none", label: "No calls yet", icon: "…" };
+  }
+  return p > 0.5
+    ? { cls: "success", label: "Success", icon: "✓" }
+    : { cls: "failure", label: "Failure", icon: "✗" };
+}
+
+/** A badge such as "✓ Success" coloured by class, always with its words (never colour alone). */
+export function verdictBadge(verdict, extraClass = "") {
+  if (!verdict) return el("span", { class: `badge none ${extraClass}` }, "– none");
+  const v = String(verdict).toLowerCase();
+  const icon = v === "success" ? "✓" : v === "failure" ? "✗" : "?";
+  const cls = v === "success" || v === "failure" ? v : "none";
+  return el("span", { class: `badge ${cls} ${extraClass}` }, `${icon} ${verdict}`);
+}
+
+/** An SVG sparkline of a series (the 86 attention weights of a segment). */
+export function sparkline(values, { width = 120, height = 28, cls = "spark" } = {}) {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.setAttribute("width", width);
+  svg.setAttribute("height", height);
+  svg.setAttribute("class", cls);
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", "attention weight per frame");
+  if (!values || values.length < 2) return svg;
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const v of values) {
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  const span = hi - lo || 1;
+  const pad = 2;
+  const pts = values.map((v, i) => {
+    const x = (i / (values.length - 1)) * width;
+    const y = height - pad - ((v - lo) / span) * (height - 2 * pad);
+    return `${x.toFixed(1)},${y.toFixed(1)}`;
+  });
+  const area = document.createElementNS(ns, "polygon");
+  area.setAttribute("points", `0,${height} ${pts.join(" ")} ${width},${height}`);
+  area.setAttribute("class", "spark-area");
+  const line = document.createElementNS(ns, "polyline");
+  line.setAttribute("points", pts.join(" "));
+  line.setAttribute("class", "spark-line");
+  svg.append(area, line);
+  return svg;
+}
+
+export function formatBytes(n) {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 ** 2) return `${(n / 1024).toFixed(0)} kB`;
+  return `${(n / 1024 ** 2).toFixed(1)} MB`;
+}
+
+/**
+ * Running P(success) after each segment: the encounter rule (model/aggregate.py) is the mean of
+ * the segments' p_success. `segments` are in time order. When they are only the tail of an
+ * encounter (the snapshot holds the last 50 segments), `total` = {n, p} (the encounter's
+ * n_segments and p_success) lets each earlier running value be recovered exactly.
+ */
+export function runningMeans(segments, total) {
+  const out = new Array(segments.length).fill(null);
+  if (!segments.length) return out;
+  if (total && total.n >= segments.length && total.p !== null && total.p !== undefined) {
+    let sum = total.p * total.n;
+    let n = total.n;
+    for (let i = segments.length - 1; i >= 0; i -= 1) {
+      out[i] = n > 0 ? Math.min(1, Math.max(0, sum / n)) : null;
+      sum -= segments[i].p_success;
+      n -= 1;
+    }
+    return out;
+  }
+  let sum = 0;
+  segments.forEach((seg, i) => {
+    sum += seg.p_success;
+    out[i] = sum / (i + 1);
+  });
+  return out;
+}
