@@ -1,0 +1,128 @@
+"""Health, stats, metrics, the dashboard's files and the live WebSocket."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response, WebSocket
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+
+from service.api.auth import (
+    WS_UNAUTHORISED,
+    Authorised,
+    is_authorised,
+    remember_token,
+    require_token,
+)
+from service.api.errors import ApiError
+from service.api.runtime import Runtime
+from service.metrics import CONTENT_TYPE
+from service.wire import SourceInfo, Stats
+
+WEB_DIR = Path(__file__).resolve().parents[2] / "web"
+"""The dashboard's static files (``web/`` at the repository root)."""
+
+_NO_DASHBOARD = """<!doctype html><html><head><meta charset="utf-8"><title>PandaPulse</title></head>
+<body><h1>PandaPulse</h1><p>The service runs, but the dashboard files (web/index.html) are not
+installed. The API is documented at <a href="/docs">/docs</a>; live events stream from
+<code>/ws/live</code>.</p></body></html>"""
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+public = APIRouter()
+router = APIRouter(dependencies=[Depends(require_token)])
+
+
+@public.get("/healthz", tags=["health"])
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers (no authentication)."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", tags=["health"])
+async def readyz(rt: RuntimeDep) -> JSONResponse:
+    """Readiness: the model is loaded and the pipeline runs (503 otherwise)."""
+    ok, reason = rt.ready()
+    body = {
+        "status": "ready" if ok else "not_ready",
+        "detail": reason,
+        "model_version": rt.model_version,
+        "device": rt.device,
+        "sources": {s.id: s.status for s in rt.sources()},
+    }
+    if not ok:
+        body["error"] = "not_ready"
+    return JSONResponse(body, status_code=200 if ok else 503)
+
+
+@router.get("/stats", tags=["health"], response_model=Stats)
+async def stats(rt: RuntimeDep) -> dict[str, Any]:
+    """The ``stats`` event's payload: sources, inference, WebSocket and storage counters."""
+    return await rt.stats()
+
+
+@router.get("/metrics", tags=["health"], response_class=Response)
+async def metrics(rt: RuntimeDep) -> Response:
+    """Prometheus text format."""
+    body = rt.metrics.render(await rt.stats(), rt.extra_counters())
+    return Response(body, media_type=CONTENT_TYPE)
+
+
+@router.get("/api/sources", tags=["sources"], response_model=list[SourceInfo])
+async def sources(rt: RuntimeDep) -> list[SourceInfo]:
+    return rt.sources()
+
+
+@router.get("/", include_in_schema=False)
+async def index(request: Request) -> Response:
+    """The dashboard. A valid ``?token=`` also sets the session cookie for its other files."""
+    page = WEB_DIR / "index.html"
+    response: Response = FileResponse(page) if page.is_file() else HTMLResponse(_NO_DASHBOARD)
+    response.headers["Cache-Control"] = "no-store"
+    remember_token(request, response)
+    return response
+
+
+@router.get("/openapi.json", include_in_schema=False)
+async def openapi(request: Request) -> JSONResponse:
+    return JSONResponse(request.app.openapi())
+
+
+@router.get("/docs", include_in_schema=False)
+async def docs(request: Request) -> Response:
+    """The OpenAPI UI (its script and style come from a CDN: it needs internet access)."""
+    response = get_swagger_ui_html(openapi_url="/openapi.json", title="PandaPulse API")
+    remember_token(request, response)
+    return response
+
+
+@router.get("/static/{path:path}", include_in_schema=False)
+async def static(path: str) -> FileResponse:
+    """Files under ``web/`` (resolved inside it; nothing outside is reachable)."""
+    root = WEB_DIR.resolve()
+    target = (root / path).resolve()
+    if not target.is_relative_to(root) or not target.is_file():
+        raise ApiError(404, "not_found", f"no dashboard file {path!r}")
+    return FileResponse(target)
+
+
+@public.websocket("/ws/live")
+async def live(websocket: WebSocket) -> None:
+    """A ``snapshot``, then live events (docs/PROTOCOL.md). ``?token=`` when one is set."""
+    rt: Runtime = websocket.app.state.runtime
+    await websocket.accept()
+    if not is_authorised(websocket):
+        await websocket.close(WS_UNAUTHORISED, "unauthorized: connect with ?token=TOKEN")
+        return
+    await rt.hub.serve(websocket, rt.snapshot)
+
+
+__all__ = ["Authorised", "RuntimeDep", "public", "router"]

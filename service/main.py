@@ -1,0 +1,127 @@
+"""``pandapulse serve``: run the live monitoring service and its dashboard.
+
+With no ``--config`` it runs the demo: the synthetic source, the bundled demo model, SQLite
+under ``./data``, and (unless a token is given) a freshly generated token, printed with the
+dashboard URL. The token comes from ``--token``, else ``PANDAPULSE_TOKEN``, else
+``server.token`` in the config or ``PANDAPULSE__SERVER__TOKEN``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from model.errors import CheckpointError, ConfigError
+from service.config import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+TOKEN_ENV = "PANDAPULSE_TOKEN"
+DEMO_TOKEN_BYTES = 18
+"""Entropy of a generated demo token (bytes; 24 URL-safe characters)."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="YAML configuration (see deploy/pandapulse.example.yaml); default: the demo",
+    )
+    parser.add_argument("--host", default=None, help="interface to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="TCP port (default 8000)")
+    parser.add_argument(
+        "--token",
+        default=None,
+        help=f"API token (default: ${TOKEN_ENV}, then the config; the demo generates one)",
+    )
+
+
+def build_settings(args: argparse.Namespace, environ: dict[str, str] | None = None) -> tuple[Settings, bool]:
+    """The settings for ``args``; the flag says whether a demo token was generated."""
+    env = dict(os.environ if environ is None else environ)
+    server: dict[str, Any] = {}
+    if args.host is not None:
+        server["host"] = args.host
+    if args.port is not None:
+        server["port"] = args.port
+    token = args.token or env.get(TOKEN_ENV)
+    if token is not None:
+        if not token.strip():
+            raise ConfigError(f"the token (--token or ${TOKEN_ENV}) is empty")
+        server["token"] = token
+    settings = load_settings(args.config, environ=env, overrides={"server": server} if server else None)
+    generated = False
+    if settings.server.token is None and args.config is None:
+        settings = load_settings(
+            None,
+            environ=env,
+            overrides={"server": {**server, "token": secrets.token_urlsafe(DEMO_TOKEN_BYTES)}},
+        )
+        generated = True
+    return settings, generated
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def dashboard_url(settings: Settings) -> str:
+    host = settings.server.host
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    if ":" in shown:
+        shown = f"[{shown}]"
+    url = f"http://{shown}:{settings.server.port}/"
+    token = settings.server.token
+    return url if token is None else f"{url}?token={token.get_secret_value()}"
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.api.app import create_app
+
+    settings, generated = build_settings(args)
+    model = settings.inference.model_path
+    if not model.is_file():
+        raise CheckpointError(
+            f"no model at {model}: set inference.model in the config to a trained checkpoint"
+            " (`pandapulse train`), or build the demo model with `make demo-model`"
+        )
+    if settings.server.token is None and not _is_loopback(settings.server.host):
+        log.warning(
+            "listening on %s without a token: anyone on the network can use the API;"
+            " set server.token or $%s",
+            settings.server.host,
+            TOKEN_ENV,
+        )
+    app = create_app(settings)
+    sources = ", ".join(f"{s.id} ({s.kind})" for s in settings.sources)
+    # The one place the token is shown: on the operator's terminal, never in the log.
+    print(f"PandaPulse: sources {sources}; data in {settings.storage.data_dir.resolve()}", flush=True)
+    print(f"Dashboard: {dashboard_url(settings)}", flush=True)
+    if generated:
+        print("(demo token generated for this run; set --token or $PANDAPULSE_TOKEN to fix one)", flush=True)
+    config = uvicorn.Config(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        workers=1,
+        access_log=False,
+        log_config=None,
+        lifespan="on",
+        ws_max_size=64 * 1024,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 1

@@ -1,0 +1,86 @@
+"""Helpers for the service tests: settings on a temporary data dir, a monitor without a loop."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from pydantic import BaseModel
+
+from model import constants as C
+from service.config import Settings, load_settings
+from service.hub import Hub
+from service.monitor import Monitor
+from service.types import ScoredSegment
+
+
+class RecordingHub(Hub):
+    """A hub that keeps what it is asked to publish instead of needing an event loop."""
+
+    def __init__(self) -> None:
+        super().__init__(queue_size=64)
+        self.sent: list[BaseModel] = []
+
+    def publish_threadsafe(self, message: BaseModel) -> None:
+        self.sent.append(message)
+
+    def of_type(self, kind: str) -> list[Any]:
+        return [m for m in self.sent if getattr(m, "type", None) == kind]
+
+
+def make_settings(tmp_path: Path, **sections: Any) -> Settings:
+    base: dict[str, Any] = {
+        "storage": {"data_dir": str(tmp_path / "data")},
+        "sources": [{"id": "north", "enclosure": "North yard", "kind": "synthetic"}],
+    }
+    for key, value in sections.items():
+        base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
+    return load_settings(environ={}, overrides=base)
+
+
+def scored(
+    source: str, start_s: float, p_success: float, *, seconds: float = 2.0, audio: bool = True
+) -> ScoredSegment:
+    start = int(start_s * C.SAMPLE_RATE)
+    n = int(seconds * C.SAMPLE_RATE)
+    rng = np.random.default_rng(start)
+    return ScoredSegment(
+        source_id=source,
+        start=start,
+        end=start + n,
+        audio=(0.05 * rng.standard_normal((2, n))).astype(np.float32)
+        if audio
+        else np.zeros((2, 0), np.float32),
+        p_success=p_success,
+        p_failure=1.0 - p_success,
+        attention=np.full(C.N_FRAMES, 1 / C.N_FRAMES, np.float32),
+        levels_db=(-30.0, -30.0),
+        model_version="test",
+        processing_ms=1.0,
+        ready_at=time.monotonic(),
+    )
+
+
+def drain(monitor: Monitor) -> None:
+    """Wait until every job queued so far on the storage thread has run."""
+    monitor.db(lambda s: None).result(timeout=30)
+
+
+@pytest.fixture
+def monitor_factory(tmp_path: Path) -> Iterator[Any]:
+    made: list[Monitor] = []
+
+    def make(**sections: Any) -> tuple[Monitor, RecordingHub]:
+        hub = RecordingHub()
+        monitor = Monitor(make_settings(tmp_path, **sections), hub, model_version="test")
+        monitor.start()
+        made.append(monitor)
+        return monitor, hub
+
+    yield make
+    for monitor in made:
+        monitor.stop()

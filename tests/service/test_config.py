@@ -1,0 +1,111 @@
+"""Configuration: YAML + environment, strictness, cross-field checks, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from model.detect import DetectorParams
+from model.errors import ConfigError
+from service.config import DEMO_MODEL, load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "pandapulse.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_the_demo() -> None:
+    s = load_settings(environ={})
+    assert [(src.id, src.kind) for src in s.sources] == [("demo", "synthetic")]
+    assert s.server.host == "127.0.0.1" and s.server.token is None
+    assert s.server.cors_origins == []
+    assert s.inference.model_path == DEMO_MODEL
+    assert s.detector.params() == DetectorParams()
+
+
+def test_yaml_then_env_then_overrides(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+server: {port: 9001, token: from-yaml}
+sources:
+  - {id: north, enclosure: North yard, kind: file, path: a.wav}
+  - {id: south, kind: synthetic, seed: 3}
+alerts: {hold_segments: 2, webhook_urls: ["http://127.0.0.1:9/hook"]}
+storage: {data_dir: /tmp/pp}
+""",
+    )
+    env = {"PANDAPULSE__SERVER__PORT": "9002", "PANDAPULSE__ALERTS__COOLDOWN_S": "30", "HOME": "/x"}
+    s = load_settings(path, environ=env, overrides={"server": {"host": "0.0.0.0"}})
+    assert s.server.port == 9002 and s.server.host == "0.0.0.0"
+    assert s.server.token is not None and s.server.token.get_secret_value() == "from-yaml"
+    assert "from-yaml" not in repr(s)  # SecretStr hides it
+    assert [src.id for src in s.sources] == ["north", "south"]
+    assert s.sources[0].label == "North yard" and s.sources[1].label == "south"
+    assert s.alerts.hold_segments == 2 and s.alerts.cooldown_s == 30
+    assert str(s.alerts.webhook_urls[0]) == "http://127.0.0.1:9/hook"
+    assert s.storage.data_dir == Path("/tmp/pp")
+
+
+def test_env_list_as_json() -> None:
+    env = {"PANDAPULSE__SOURCES": '[{"id": "a", "kind": "synthetic"}, {"id": "b"}]'}
+    assert [s.id for s in load_settings(environ=env).sources] == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("server: {prot: 1}", "server.prot"),
+        ("bogus: 1", "bogus"),
+        ("sources: [{id: a, colour: red}]", "sources.0.colour"),
+    ],
+)
+def test_unknown_keys_refused(tmp_path: Path, text: str, where: str) -> None:
+    with pytest.raises(ConfigError, match=rf"{where}: unknown key"):
+        load_settings(write(tmp_path, text), environ={})
+
+
+def test_unknown_env_section_refused() -> None:
+    with pytest.raises(ConfigError, match="PANDAPULSE__SERVR__PORT"):
+        load_settings(environ={"PANDAPULSE__SERVR__PORT": "1"})
+    with pytest.raises(ConfigError, match=r"server\.colour: unknown key"):
+        load_settings(environ={"PANDAPULSE__SERVER__COLOUR": "1"})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("detector: {on_db: 6, off_db: 8}", "off_db .* must be lower than on_db"),
+        ("alerts: {failure_threshold: 0.6, clear_threshold: 0.7}", "clear_threshold .* lower"),
+        ("sources: [{id: a}, {id: a}]", "source ids must be unique; repeated: a"),
+        ("sources: [{id: a, kind: file}]", "file source and needs a 'path'"),
+        ("sources: [{id: a, kind: synthetic, device: 3}]", "'device' only applies"),
+        ("sources: []", "sources"),
+        ("sources: [{id: 'bad id/'}]", "sources.0.id"),
+        ("server: {port: 70000}", "server.port"),
+        ("inference: {device: gpu}", "device 'gpu' is not supported"),
+        ("alerts: {retry_schedule_s: []}", "retry_schedule_s"),
+    ],
+)
+def test_cross_field_and_range_errors(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(write(tmp_path, text), environ={})
+
+
+def test_bad_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_settings(tmp_path / "missing.yaml", environ={})
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings(write(tmp_path, "server: [unclosed"), environ={})
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_settings(write(tmp_path, "- 1\n- 2"), environ={})
+
+
+def test_example_config_is_valid() -> None:
+    s = load_settings(REPO / "deploy" / "pandapulse.example.yaml", environ={})
+    assert len(s.sources) >= 2

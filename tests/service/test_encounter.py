@@ -1,0 +1,126 @@
+"""Encounters: running probability, verdict threshold, auto open on a call, close on silence."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from model import aggregate
+from model import constants as C
+from service.encounter import EncounterBook, EncounterRules
+from service.types import LevelUpdate
+from tests.service.conftest import drain, scored
+
+RULES = EncounterRules(
+    auto=True, silence_close_samples=10 * C.SAMPLE_RATE, min_segments_for_verdict=3
+)
+
+
+def test_running_probability_and_verdict_threshold() -> None:
+    book = EncounterBook(RULES)
+    enc = book.track(1, "north", auto=False)
+    assert enc.running_p_success is None and enc.verdict(3) is None
+    values = [0.9, 0.2, 0.4]
+    for i, p in enumerate(values[:2]):
+        enc.add(p, (i + 1) * C.SEGMENT_SAMPLES)
+        assert enc.verdict(3) is None  # not enough segments yet
+    enc.add(values[2], 3 * C.SEGMENT_SAMPLES)
+    assert enc.running_p_success == pytest.approx(aggregate.running_p_success(values))
+    assert enc.verdict(3) == "failure"  # mean 0.5 is not > 0.5
+    assert enc.running_p_failure == pytest.approx(0.5)
+
+
+def test_silence_closes_only_automatic_encounters() -> None:
+    book = EncounterBook(RULES)
+    auto = book.track(1, "north", auto=True)
+    manual = book.track(2, "south", auto=False)
+    auto.add(0.5, 100)
+    manual.add(0.5, 100)
+    assert book.silent("north", 100 + RULES.silence_close_samples - 1) is None
+    assert book.silent("north", 100 + RULES.silence_close_samples) is auto
+    assert book.silent("south", 10**9) is None
+    assert book.needs_auto_open("east") and not book.needs_auto_open("north")
+
+
+def test_monitor_auto_open_and_silence_close(monitor_factory: Any) -> None:
+    monitor, hub = monitor_factory(encounter={"silence_close_s": 10, "min_segments_for_verdict": 2})
+    for t, p in [(1.0, 0.8), (3.0, 0.6), (5.0, 0.7)]:
+        monitor.on_segment(scored("north", t, p))
+    drain(monitor)
+    started = hub.of_type("encounter")
+    assert [m.action for m in started] == ["started", "updated"]  # verdict appears at 2 segments
+    enc_id = started[0].encounter.id
+    assert started[0].encounter.auto is True and started[0].encounter.enclosure == "North yard"
+    segs = hub.of_type("segment")
+    assert [s.encounter_id for s in segs] == [enc_id] * 3
+    assert segs[-1].running_p_success == pytest.approx(0.7, abs=1e-4)
+
+    # Level updates advance the sample clock: 10 s after the last segment's end, it closes.
+    monitor.on_level(LevelUpdate("north", int(8.0 * C.SAMPLE_RATE), (-60, -60), (-50, -50)))
+    drain(monitor)
+    assert hub.of_type("encounter")[-1].action == "updated"
+    monitor.on_level(LevelUpdate("north", int(17.5 * C.SAMPLE_RATE), (-60, -60), (-50, -50)))
+    drain(monitor)
+    last = hub.of_type("encounter")[-1]
+    assert last.action == "stopped" and last.encounter.ended_at is not None
+    assert last.encounter.n_segments == 3 and last.encounter.verdict == "success"
+
+    # The next call opens a new encounter.
+    monitor.on_segment(scored("north", 30.0, 0.1))
+    drain(monitor)
+    newest = hub.of_type("encounter")[-1]
+    assert newest.action == "started" and newest.encounter.id != enc_id
+
+
+def test_silence_gap_between_segments_splits_encounters(monitor_factory: Any) -> None:
+    monitor, hub = monitor_factory(encounter={"silence_close_s": 10})
+    monitor.on_segment(scored("north", 0.0, 0.5))
+    monitor.on_segment(scored("north", 40.0, 0.5))  # no level updates in between
+    drain(monitor)
+    actions = [m.action for m in hub.of_type("encounter")]
+    assert actions == ["started", "stopped", "started"]
+    a, b = (s.encounter_id for s in hub.of_type("segment"))
+    assert a != b
+
+
+def test_keeper_encounter_replaces_auto_and_ignores_silence(monitor_factory: Any) -> None:
+    monitor, hub = monitor_factory(encounter={"silence_close_s": 5})
+    monitor.on_segment(scored("north", 0.0, 0.5))
+    drain(monitor)
+    auto_id = hub.of_type("encounter")[0].encounter.id
+    row = monitor.db(lambda s: monitor.start_encounter(s, "north", "Mei x Da", "Li", "")).result()
+    assert row["auto"] is False and row["pair"] == "Mei x Da"
+    assert [(m.action, m.encounter.id) for m in hub.of_type("encounter")] == [
+        ("started", auto_id),
+        ("stopped", auto_id),
+        ("started", row["id"]),
+    ]
+    monitor.on_segment(scored("north", 3.0, 0.5))
+    monitor.on_segment(scored("north", 100.0, 0.5))  # long silence: a keeper's encounter stays
+    drain(monitor)
+    assert {s.encounter_id for s in hub.of_type("segment")[1:]} == {row["id"]}
+    stopped = monitor.db(lambda s: monitor.stop_encounter(s, row["id"])).result()
+    assert stopped is not None and stopped["ended_at"] is not None and stopped["n_segments"] == 2
+
+
+def test_no_auto_encounters_when_disabled(monitor_factory: Any) -> None:
+    monitor, hub = monitor_factory(encounter={"auto": False})
+    monitor.on_segment(scored("north", 0.0, 0.5))
+    drain(monitor)
+    assert hub.of_type("encounter") == []
+    (seg,) = hub.of_type("segment")
+    assert seg.encounter_id is None and seg.running_p_success is None
+
+
+def test_open_keeper_encounter_survives_restart(monitor_factory: Any) -> None:
+    monitor, _ = monitor_factory()
+    row = monitor.db(lambda s: monitor.start_encounter(s, "north", "", "", "")).result()
+    monitor.on_segment(scored("north", 0.0, 0.2))
+    drain(monitor)
+    monitor.stop()
+    again, hub = monitor_factory()
+    again.on_segment(scored("north", 0.0, 0.6))
+    drain(again)
+    (seg,) = hub.of_type("segment")
+    assert seg.encounter_id == row["id"] and seg.running_p_success == pytest.approx(0.4, abs=1e-4)
