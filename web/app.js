@@ -67,10 +67,6 @@ class App {
       showSound();
       this.renderAlerts();
     });
-    $("#logout").addEventListener("click", () => {
-      setToken("");
-      this.showLogin("");
-    });
     $("#login-form").addEventListener("submit", (event) => {
       event.preventDefault();
       this.login($("#login-token").value.trim());
@@ -153,7 +149,6 @@ class App {
     const error = $("#login-error");
     error.textContent = message || "";
     error.hidden = !message;
-    $("#logout").hidden = true;
     setTimeout(() => $("#login-token").focus(), 0);
   }
 
@@ -162,7 +157,6 @@ class App {
     this.started = true;
     document.body.classList.remove("logged-out");
     $("#login").hidden = true;
-    $("#logout").hidden = !getToken();
     this.route();
     this.socket.start();
   }

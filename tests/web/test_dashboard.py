@@ -5,6 +5,7 @@ Each test is bounded: every wait has a timeout, and the module's tests share one
 
 from __future__ import annotations
 
+import math
 import signal
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,7 @@ def test_live_view_loads_clean_and_moves_with_events(
     ]
     assert open_encounters, "the synthetic calls should have opened an encounter"
     gauge_p = float(page.eval_on_selector("#gauge-card", "el => el.dataset.p"))
-    assert page.inner_text("#gauge-value") == f"{round(gauge_p * 100)}%"
+    assert page.inner_text("#gauge-value") == f"{math.floor(gauge_p * 100 + 0.5)}%"
     # Screenshots of the live view (the README shows them), laptop and tablet.
     page.wait_for_timeout(1500)
     page.screenshot(path=str(screenshots / "live-1280x800.png"))

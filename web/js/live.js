@@ -358,7 +358,7 @@ export class LiveView {
     }
     add("Model", model.version || stats?.model_version || "–");
     const device = stats?.device || model.device || "–";
-    add("Runs on", /cuda|gpu/i.test(device) ? `GPU (${device})` : device === "–" ? "–" : `CPU (${device})`);
+    add("Runs on", /cuda|gpu/i.test(device) ? `GPU (${device})` : /^cpu$/i.test(device) ? "CPU" : device);
     if (stats?.ws) {
       add("Live link", `${stats.ws.clients} client${stats.ws.clients === 1 ? "" : "s"} · ${stats.ws.dropped} updates dropped`);
     }
