@@ -1,0 +1,39 @@
+"""Audio sources: a sound card, a replayed file, synthetic encounters. See ``base`` for the
+contract (blocks out of a bounded queue; live sources drop and count, replay is lossless)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.audio.base import BLOCK_SAMPLES, AudioSource, ProducerSource
+from service.audio.device import DeviceSource, input_devices
+from service.audio.replay import ReplaySource
+from service.audio.synthetic import SyntheticSource
+
+__all__ = [
+    "BLOCK_SAMPLES",
+    "AudioSource",
+    "DeviceSource",
+    "ProducerSource",
+    "ReplaySource",
+    "SyntheticSource",
+    "input_devices",
+    "source_from_config",
+]
+
+_KINDS: dict[str, Any] = {
+    DeviceSource.kind: DeviceSource,
+    ReplaySource.kind: ReplaySource,
+    SyntheticSource.kind: SyntheticSource,
+}
+
+
+def source_from_config(cfg: Any, **kwargs: Any) -> AudioSource:
+    """The source a ``service.config.SourceSettings`` describes (``kind``: sounddevice, file,
+    synthetic); ``kwargs`` go to its constructor (block sizes, a test generator, ...)."""
+    try:
+        cls = _KINDS[cfg.kind]
+    except KeyError:
+        raise ValueError(f"unknown source kind {cfg.kind!r}: use one of {sorted(_KINDS)}") from None
+    source: AudioSource = cls.from_config(cfg, **kwargs)
+    return source
