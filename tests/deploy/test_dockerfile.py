@@ -172,7 +172,8 @@ def test_image_start_command_serves_health_and_readiness(tmp_path: Path) -> None
         _options, check = df.healthcheck(INSTS)
         check[0] = sys.executable
         assert subprocess.run(check, env=env, timeout=30).returncode == 0
-        assert service.stop(timeout=30) == 0, service.log_tail()
+        rc = service.stop(timeout=30)
+        assert service.stopped_cleanly(rc), (rc, service.log_tail())
         assert (tmp_path / "data").is_dir()
     # ...and the same probe fails once nothing listens there.
     assert subprocess.run(check, env=env, timeout=30, capture_output=True).returncode != 0

@@ -279,7 +279,7 @@ def uploads(*, max_upload_bytes: int, max_duration_s: float) -> Iterator[Upload]
     )
 
     # Limits.
-    over = max_upload_bytes + 1024
+    over = max_upload_bytes + 256 * 1024  # past the multipart framing allowance too
     frames = over // 4 + 1
     big = riff(fmt16, chunk(b"data", bytes(frames * 4)))
     yield reject("over the size limit", big, statuses=(413,))

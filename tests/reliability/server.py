@@ -136,6 +136,11 @@ class Service:
                 f"the service ignored SIGTERM for {timeout} s:\n{self.log_tail()}"
             ) from None
 
+    def stopped_cleanly(self, rc: int) -> bool:
+        """0, or uvicorn's re-raised SIGTERM (-15) after a complete lifespan shutdown; systemd
+        and Docker count both as a clean stop."""
+        return rc in (0, -signal.SIGTERM) and "Application shutdown complete" in self.log_text()
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
