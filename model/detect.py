@@ -213,6 +213,15 @@ class EnergyDetector:
         self._partial = self._partial[:, :0]
         return events
 
+    def skip_to(self, position: int) -> list[CallBoundary]:
+        """Audio from ``position`` on follows a gap (an outage): end any call in progress
+        (as ``flush`` does) and continue at ``position``, keeping the noise floor."""
+        if position < self.position:
+            raise ValueError(f"cannot skip back from sample {self.position} to {position}")
+        events = self.flush()
+        self._next = position
+        return events
+
     # -- per-frame state machine ---------------------------------------------------------------
 
     def _frame_step(

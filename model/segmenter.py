@@ -143,6 +143,15 @@ class StreamingSegmenter:
         self._handle(events, segments)
         return SegmenterStep(events, segments)
 
+    def skip_to(self, position: int) -> SegmenterStep:
+        """Audio resumes at ``position`` after a gap: close the call in progress (its last
+        segments are returned) and go on from there with the same noise floor."""
+        events = self._detector.skip_to(position)
+        segments: list[DetectedSegment] = []
+        self._handle(events, segments)
+        self._ring = RingBuffer(self._ring.capacity, start=position)
+        return SegmenterStep(events, segments)
+
     def _handle(self, events: list[CallBoundary], segments: list[DetectedSegment]) -> None:
         for event in events:
             if event.kind == "start":

@@ -39,6 +39,7 @@ class ClientQueue:
         self.maxsize = maxsize
         self._items: deque[tuple[bool, str]] = deque()
         self._ready = asyncio.Event()
+        self._closed = asyncio.Event()
         self.dropped = 0
         self.too_slow = False
         self.closed = False
@@ -69,6 +70,10 @@ class ClientQueue:
     def close(self) -> None:
         self.closed = True
         self._ready.set()
+        self._closed.set()
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
 
     async def get(self) -> str | None:
         """The next message, or None once the queue is closed."""
@@ -161,11 +166,13 @@ class Hub:
         try:
             snap = await snapshot()
             await ws.send_text(snap.model_dump_json())
-            sender = asyncio.create_task(self._send(ws, client))
-            receiver = asyncio.create_task(self._receive(ws))
-            _done, pending = await asyncio.wait(
-                {sender, receiver}, return_when=asyncio.FIRST_COMPLETED
-            )
+            tasks = {
+                asyncio.create_task(self._send(ws, client)),
+                asyncio.create_task(self._receive(ws)),
+                # A send to a stalled client never returns: a kick must cancel it.
+                asyncio.create_task(client.wait_closed()),
+            }
+            _done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in pending:
                 task.cancel()
             for task in pending:

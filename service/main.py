@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import os
 import secrets
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_settings(args: argparse.Namespace, environ: dict[str, str] | None = None) -> tuple[Settings, bool]:
+def build_settings(
+    args: argparse.Namespace, environ: dict[str, str] | None = None
+) -> tuple[Settings, bool]:
     """The settings for ``args``; the flag says whether a demo token was generated."""
     env = dict(os.environ if environ is None else environ)
     server: dict[str, Any] = {}
@@ -55,7 +58,9 @@ def build_settings(args: argparse.Namespace, environ: dict[str, str] | None = No
         if not token.strip():
             raise ConfigError(f"the token (--token or ${TOKEN_ENV}) is empty")
         server["token"] = token
-    settings = load_settings(args.config, environ=env, overrides={"server": server} if server else None)
+    settings = load_settings(
+        args.config, environ=env, overrides={"server": server} if server else None
+    )
     generated = False
     if settings.server.token is None and args.config is None:
         settings = load_settings(
@@ -74,6 +79,21 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail now, with a clear message, rather than after loading the model and sources
+    (uvicorn binds only once the lifespan has started everything)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: {err.strerror or err}; choose another --port"
+                " (or server.port) or stop what uses it"
+            ) from err
 
 
 def dashboard_url(settings: Settings) -> str:
@@ -105,13 +125,19 @@ def run(args: argparse.Namespace) -> int:
             settings.server.host,
             TOKEN_ENV,
         )
+    _check_port_free(settings.server.host, settings.server.port)
     app = create_app(settings)
     sources = ", ".join(f"{s.id} ({s.kind})" for s in settings.sources)
     # The one place the token is shown: on the operator's terminal, never in the log.
-    print(f"PandaPulse: sources {sources}; data in {settings.storage.data_dir.resolve()}", flush=True)
+    print(
+        f"PandaPulse: sources {sources}; data in {settings.storage.data_dir.resolve()}", flush=True
+    )
     print(f"Dashboard: {dashboard_url(settings)}", flush=True)
     if generated:
-        print("(demo token generated for this run; set --token or $PANDAPULSE_TOKEN to fix one)", flush=True)
+        print(
+            "(demo token generated for this run; set --token or $PANDAPULSE_TOKEN to fix one)",
+            flush=True,
+        )
     config = uvicorn.Config(
         app,
         host=settings.server.host,

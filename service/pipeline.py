@@ -38,7 +38,7 @@ from model import constants as C
 from model.classifier import Classifier
 from model.detect import DetectorParams
 from model.preprocessing import stack
-from model.segmenter import DetectedSegment, StreamingSegmenter
+from model.segmenter import DetectedSegment, SegmenterStep, StreamingSegmenter
 from service.audio.base import AudioSource
 from service.audio.meters import LevelMeter, SpectrogramStage, to_db
 from service.types import CallEvent, EventSink, ScoredSegment, SourceState, SourceStatus
@@ -228,32 +228,29 @@ class Pipeline:
                     return
                 continue
             lane.last_audio = time.monotonic()
-            if block.start != lane.segmenter.position:
-                # Audio is missing (a device outage): end any call, restart the stages there.
-                self._close_calls(lane)
-                for stage in (lane.segmenter, lane.levels, lane.spectrogram):
-                    stage.reset(block.start)
+            if block.start > lane.segmenter.position:
+                # Audio is missing (a device outage): end the call in progress and go on from
+                # the new position (the detector keeps its noise floor).
+                self._publish(lane, lane.segmenter.skip_to(block.start))
+                lane.levels.reset(block.start)
+                lane.spectrogram.reset(block.start)
             lane.block_ends.append((block.end, block.captured_at))
             step = lane.segmenter.step(block.audio)
-            for boundary in step.calls:
-                self._deliver(
-                    "on_call", CallEvent(source.source_id, boundary.kind, boundary.sample)
-                )
             for level in lane.levels.push(block.audio):
                 self._deliver("on_level", level)
             for columns in lane.spectrogram.push(block.audio):
                 self._deliver("on_spectrogram", columns)
-            for segment in step.segments:
-                self._enqueue(lane, segment)
+            self._publish(lane, step)
         # Stopping: what was cut so far is still scored.
         self._close_calls(lane)
 
     def _close_calls(self, lane: _Lane) -> None:
-        step = lane.segmenter.flush()
+        self._publish(lane, lane.segmenter.flush())
+
+    def _publish(self, lane: _Lane, step: SegmenterStep) -> None:
+        sid = lane.source.source_id
         for boundary in step.calls:
-            self._deliver(
-                "on_call", CallEvent(lane.source.source_id, boundary.kind, boundary.sample)
-            )
+            self._deliver("on_call", CallEvent(sid, boundary.kind, boundary.sample))
         for segment in step.segments:
             self._enqueue(lane, segment)
 

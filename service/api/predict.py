@@ -21,6 +21,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from model import preprocessing
 from model.classifier import Classifier
+from model.detect import DetectorParams
 from model.errors import AudioError
 from model.predict import analyse
 from service.api.auth import require_token
@@ -50,7 +51,9 @@ async def _limited(stream: AsyncIterator[bytes], limit: int) -> AsyncGenerator[b
         yield chunk
 
 
-def _score(file: BinaryIO, classifier: Classifier, max_s: float) -> dict[str, Any]:
+def _score(
+    file: BinaryIO, classifier: Classifier, detector: DetectorParams, max_s: float
+) -> dict[str, Any]:
     """Check the duration from the header, decode, check again, then analyse (worker thread)."""
     try:
         info = sf.info(file)
@@ -62,7 +65,7 @@ def _score(file: BinaryIO, classifier: Classifier, max_s: float) -> dict[str, An
     recording = preprocessing.load(file)
     if recording.duration_s > max_s:
         raise _TooLong(recording.duration_s)
-    return analyse(recording, classifier)
+    return analyse(recording, classifier, detector)
 
 
 class _TooLong(Exception):
@@ -114,10 +117,11 @@ async def predict(request: Request, rt: RuntimeDep) -> dict[str, Any]:
             raise ApiError(422, "missing_file", "the multipart body has no file field named 'file'")
         assert rt.classifier is not None
         classifier = rt.classifier
+        detector = rt.settings.detector.params()
         async with rt.predict_slot:
             try:
                 result = await run_in_threadpool(
-                    _score, upload.file, classifier, server.max_upload_s
+                    _score, upload.file, classifier, detector, server.max_upload_s
                 )
             except _TooLong as err:
                 raise ApiError(

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from model.classifier import Classifier
+from model.errors import AudioError
 from service.config import Settings
 from service.hub import Hub
 from service.metrics import Metrics
@@ -87,10 +88,32 @@ class Runtime:
         ]
 
     def _start_pipeline(self) -> Any:
-        from service.pipeline import build_pipeline  # the audio stack loads only when serving
+        # The audio stack is imported only when serving (not for ``create_app`` in tools).
+        from service.audio import source_from_config
+        from service.pipeline import Pipeline
 
         assert self.classifier is not None and self.monitor is not None
-        pipeline = build_pipeline(self.settings, self.classifier, self.monitor)
+        sources = []
+        for cfg in self.settings.sources:
+            source = source_from_config(cfg)
+            if cfg.kind == "sounddevice":
+                # A missing sound card is not fatal: the source reopens it with backoff and
+                # the watchdog raises an "audio stalled" alert meanwhile.
+                try:
+                    source.check()
+                except AudioError as err:
+                    log.warning("%s", err)
+            else:
+                source.check()  # a missing file or generator is a configuration error
+            sources.append(source)
+        pipeline = Pipeline(
+            sources,
+            self.classifier,
+            self.monitor,
+            detector=self.settings.detector.params(),
+            max_batch=self.settings.inference.max_batch,
+            stall_after_s=self.settings.alerts.stall_after_s,
+        )
         pipeline.start()
         return pipeline
 

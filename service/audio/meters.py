@@ -78,7 +78,7 @@ class SpectrogramStage:
     """Log-mel columns of the two channels' mean power, in bytes (0 = -90 dBFS, 255 = 0 dBFS).
 
     Column j covers samples [start + j * 1024, start + j * 1024 + 2048); columns are handed
-    out in groups of about 0.1 s.
+    out in groups of four or five, ten groups per second of audio.
     """
 
     def __init__(self, source_id: str, *, interval: int = UPDATE_SAMPLES, start: int = 0) -> None:
@@ -98,6 +98,7 @@ class SpectrogramStage:
         self._buffer_start = start  # sample index of self._buffer[:, 0], a column start
         self._columns: list[np.ndarray] = []
         self._columns_start = start
+        self._next_emit = start + self.interval  # emit once the columns' hops reach this sample
 
     def push(self, block: np.ndarray) -> list[SpectrogramColumns]:
         """(2, n) float32 audio -> groups of columns completed by it."""
@@ -123,8 +124,9 @@ class SpectrogramStage:
             self._buffer_start += n_cols * SPEC_HOP
             for column in columns:
                 self._columns.append(column)
-                if len(self._columns) * SPEC_HOP >= self.interval:
+                if self._columns_start + len(self._columns) * SPEC_HOP >= self._next_emit:
                     events.append(self._emit())
+                    self._next_emit += self.interval
         return events
 
     def _emit(self) -> SpectrogramColumns:

@@ -16,6 +16,16 @@ from service.config import Settings, load_settings
 from service.hub import Hub
 from service.monitor import Monitor
 from service.types import ScoredSegment
+from service.wire import (
+    Alert,
+    AlertMsg,
+    InferenceStats,
+    ModelInfo,
+    SnapshotMsg,
+    Stats,
+    StorageStats,
+    WsStats,
+)
 
 
 class RecordingHub(Hub):
@@ -84,3 +94,40 @@ def monitor_factory(tmp_path: Path) -> Iterator[Any]:
     yield make
     for monitor in made:
         monitor.stop()
+
+
+def minimal_snapshot() -> SnapshotMsg:
+    """A valid, empty snapshot (for hub tests that need something to send first)."""
+    return SnapshotMsg(
+        model=ModelInfo(version="test", device="cpu", class_names=["success", "failure"]),
+        sources=[],
+        encounters=[],
+        segments=[],
+        alerts=[],
+        stats=Stats(
+            uptime_s=0.0,
+            device="cpu",
+            model_version="test",
+            sources={},
+            inference=InferenceStats(segments=0, batches=0, mean_ms=None, p95_ms=None, overruns=0),
+            ws=WsStats(clients=0, dropped=0),
+            storage=StorageStats(segments=0, outbox_pending=0),
+        ),
+    )
+
+
+def alert_msg(alert_id: int) -> AlertMsg:
+    return AlertMsg(
+        action="raised",
+        alert=Alert(
+            id=alert_id,
+            kind="test",
+            source=None,
+            encounter_id=None,
+            message="test",
+            p_failure=None,
+            created_at="2026-01-01T00:00:00.000Z",
+            acknowledged_at=None,
+            acknowledged_by=None,
+        ),
+    )
