@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from service.hub import SLOW_CLIENT_CLOSE_CODE, ClientQueue, Hub
@@ -154,3 +155,101 @@ def test_publish_after_loop_closed_is_ignored() -> None:
     loop.close()
     hub.publish_threadsafe(level(0))  # no error, nothing to do
     assert hub.published == 0
+
+
+def test_real_server_never_reading_socket_does_not_delay_a_fast_client(
+    tmp_path: Any, untrained_checkpoint: Any, shared_data: Any
+) -> None:
+    """uvicorn on 127.0.0.1, a raw socket that completes the WebSocket handshake and then never
+    reads, and a ``websockets`` client that reads everything."""
+    import base64
+    import os
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+    import websockets
+
+    from service.api import create_app
+    from service.config import load_settings
+    from service.wire import SpectrogramMsg
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = load_settings(
+        environ={},
+        overrides={
+            "server": {"port": port, "ws_queue_size": 32, "token": "tok"},
+            "sources": [
+                {
+                    "id": "calls",
+                    "kind": "file",
+                    "path": str(shared_data / "real-calls/giant_panda_twittering.mp3"),
+                    "realtime": False,
+                }
+            ],
+            "inference": {"model": str(untrained_checkpoint), "device": "cpu"},
+            "storage": {"data_dir": str(tmp_path / "data")},
+        },
+    )
+    app = create_app(settings)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    slow = None
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
+            time.sleep(0.05)
+        hub = app.state.runtime.hub
+
+        slow = socket.socket()
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.connect(("127.0.0.1", port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        slow.sendall(
+            (
+                f"GET /ws/live?token=tok HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        deadline = time.monotonic() + 30
+        while hub.clients < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+
+        n, burst = 600, 8
+        columns = [[200] * 64 for _ in range(40)]  # ~10 kB of JSON per message
+
+        async def fast_client() -> list[float]:
+            got: list[float] = []
+            async with websockets.connect(
+                f"ws://127.0.0.1:{port}/ws/live?token=tok", max_size=None
+            ) as ws:
+                assert '"snapshot"' in await ws.recv()
+                for start in range(0, n, burst):
+                    for i in range(start, start + burst):
+                        hub.publish_threadsafe(
+                            SpectrogramMsg(
+                                source="probe", start_s=float(i), bins=64, columns=columns
+                            )
+                        )
+                    while len(got) < start + burst:
+                        msg = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                        if msg.get("source") == "probe":
+                            got.append(msg["start_s"])
+            return got
+
+        got = asyncio.run(fast_client())
+        assert got == [float(i) for i in range(n)]  # all of them, in order, none dropped
+        assert hub.dropped > 0  # ... while the socket that never reads lost its live updates
+    finally:
+        if slow is not None:
+            slow.close()
+        server.should_exit = True
+        thread.join(30)
