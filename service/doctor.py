@@ -228,22 +228,33 @@ def _check_source(
         return Finding(
             name, False, f"{info['name']} has no input channels", "choose an input device"
         )
+    rate = C.SAMPLE_RATE
     try:
         sd.check_input_settings(
-            device=info["index"], channels=channels, samplerate=C.SAMPLE_RATE, dtype="float32"
+            device=info["index"], channels=channels, samplerate=rate, dtype="float32"
         )
-    except (ValueError, sd.PortAudioError) as err:
-        return Finding(
-            name,
-            False,
-            f"{info['name']} refuses {channels} channel(s) at {C.SAMPLE_RATE} Hz: {err}",
-            "choose the device's 'plughw'/'pulse' variant, which converts rates, or another device",
-        )
-    label = f"{info['name']} (index {info['index']}, {channels} ch)"
+    except (ValueError, sd.PortAudioError):
+        # The service then captures at the device's own rate and resamples (DeviceSource).
+        rate = int(info["default_samplerate"])
+        try:
+            sd.check_input_settings(
+                device=info["index"], channels=channels, samplerate=rate, dtype="float32"
+            )
+        except (ValueError, sd.PortAudioError) as err:
+            return Finding(
+                name,
+                False,
+                f"{info['name']} refuses {channels} channel(s) float32 at {C.SAMPLE_RATE} Hz"
+                f" and at its default {rate} Hz: {err}",
+                "choose the device's 'plughw'/'pulse' variant, which converts, or another"
+                " device; make sure no other program holds it exclusively",
+            )
+    resampled = "" if rate == C.SAMPLE_RATE else f", resampled to {C.SAMPLE_RATE} Hz"
+    label = f"{info['name']} (index {info['index']}, {channels} ch, {rate} Hz{resampled})"
     if capture_s is None:
-        return Finding(name, True, f"{label}: opens at {C.SAMPLE_RATE} Hz (capture skipped)")
+        return Finding(name, True, f"{label}: opens (capture skipped)")
     try:
-        audio = capture(sd, info["index"], channels, capture_s)
+        audio = capture(sd, info["index"], channels, capture_s, rate)
     except (sd.PortAudioError, OSError) as err:
         return Finding(
             name,
@@ -252,7 +263,7 @@ def _check_source(
             "stop whatever holds the device (a running service holds it: check with"
             " `fuser -v /dev/snd/*`), then run doctor again",
         )
-    expected = int(capture_s * C.SAMPLE_RATE)
+    expected = int(capture_s * rate)
     if audio.shape[0] < expected:
         return Finding(
             name,
@@ -279,13 +290,14 @@ def _check_source(
     return Finding(name, True, detail)
 
 
-def capture(sd: Any, device: int, channels: int, seconds: float) -> np.ndarray:
-    """Record ``seconds`` from ``device``: (frames, channels) float32, fewer frames if it stalls.
+def capture(sd: Any, device: int, channels: int, seconds: float, rate: int) -> np.ndarray:
+    """Record ``seconds`` from ``device`` at ``rate`` Hz: (frames, channels) float32, fewer
+    frames if it stalls.
 
     A callback stream with a deadline, so a device that opens but never delivers cannot hang
     the doctor (``sd.rec`` would wait forever).
     """
-    want = int(seconds * C.SAMPLE_RATE)
+    want = int(seconds * rate)
     blocks: list[np.ndarray] = []
     got = 0
     done = threading.Event()
@@ -301,7 +313,7 @@ def capture(sd: Any, device: int, channels: int, seconds: float) -> np.ndarray:
     with sd.InputStream(
         device=device,
         channels=channels,
-        samplerate=C.SAMPLE_RATE,
+        samplerate=rate,
         dtype="float32",
         callback=callback,
     ):

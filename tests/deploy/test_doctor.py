@@ -240,3 +240,37 @@ def test_text_output_and_exit_status_through_the_cli(tmp_path: Path) -> None:
     assert problem and all(lines[i + 1].strip().startswith("fix: ") for i in problem)
     assert any(line.startswith("OK ") and "config:" in line for line in lines)
     assert lines[-1] == f"{len(problem)} problem(s) found"
+
+
+@pytest.mark.pulse
+def test_capture_through_pulseaudio_reports_level_and_stalls(
+    tmp_path: Path, untrained_checkpoint: Path, capsys: pytest.CaptureFixture[str], pulse: Any
+) -> None:
+    """The real capture path (PortAudio -> ALSA pulse -> PulseAudio null sink monitor): with a
+    tone playing the doctor captures and reports its level; with nothing playing the ALSA
+    plugin hands out zeros, which the doctor reports as digital silence (a muted input)."""
+    from tests.reliability.conftest import tone_file
+
+    cfg = config(tmp_path, inference={"model": str(untrained_checkpoint)})
+    data = yaml.safe_load(cfg.read_text())
+    data["sources"] = [{"id": "enc-a", "kind": "sounddevice", "device": "pulse"}]
+    cfg.write_text(yaml.safe_dump(data))
+
+    rc, report = diagnose(cfg, capsys, no_capture=False)
+    silent = finding(report, "audio capture (enc-a)")
+    assert rc == 1 and not silent["ok"] and "digital silence" in silent["detail"], silent
+    assert "unmute" in silent["fix"]
+
+    player = pulse.play(tone_file(tmp_path / "tone.wav", 30.0, level=0.25), wait=False)
+    try:
+        rc, report = diagnose(cfg, capsys, no_capture=False)
+    finally:
+        player.kill()
+        player.wait()
+    capture = finding(report, "audio capture (enc-a)")
+    assert rc == 0 and capture["ok"], report
+    # A 0.25-amplitude tone peaks at 20*log10(0.25) = -12.0 dBFS.
+    peak = float(capture["detail"].split("peak ")[1].split(" dBFS")[0])
+    assert -13.0 < peak < -11.0, capture["detail"]
+    listing = [n["detail"] for n in report["notes"] if n["check"] == "audio devices"]
+    assert any("pulse" in line for line in listing)
