@@ -42,7 +42,7 @@ class DetectorParams:
     """Samples per analysis frame at SAMPLE_RATE (1024 = 23.2 ms, the MFCC hop)."""
     on_db: float = 6.0
     """A call starts when a channel's frame RMS is this far above that channel's floor (dB)."""
-    off_db: float = 3.0
+    off_db: float = 4.0
     """A call goes on while a channel stays this far above its floor (dB, < on_db: hysteresis)."""
     min_call_s: float = 0.08
     """Shorter calls (clicks, knocks) are not reported (s)."""
