@@ -14,6 +14,7 @@ import scipy.fft as sfft
 from model.constants import SAMPLE_RATE
 from model.synth import spec as S
 from model.synth.encounter import PlannedCall
+from model.synth.tract import formant_envelope
 
 WAVETABLE_SIZE = 8192
 """Samples per period of the harmonic wavetable; linear interpolation error is below -70 dB."""
@@ -185,22 +186,13 @@ def _chomp(call: PlannedCall, n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def vocal_tract(freqs: np.ndarray, call: PlannedCall) -> np.ndarray:
-    """The additive formant envelope (linear amplitude) at ``freqs`` (Hz), shape of ``freqs``.
-
-    A floor at ENVELOPE_FLOOR_DB plus one Lorentzian peak per formant; it is applied to the
-    call's spectrum as a gain, so F5 keeps its level (a truncated resonator cascade would not).
-    Non-vocal sounds (chomp, snort) pass unchanged.
-    """
+    """The call's formant envelope (linear gain) at ``freqs`` (Hz); 1 for chomp and snort."""
     if not S.CALL_TYPES[call.call_type].vocal:
         return np.ones_like(freqs)
-    env = np.full(freqs.shape, 10.0 ** (S.ENVELOPE_FLOOR_DB / 20.0))
-    bleat = call.call_type.startswith("bleat")
-    for i in range(1, S.N_FORMANTS + 1):
-        centre = (2 * i - 1) * call.formant_spacing_hz / 2.0 * (1.0 + call.formant_scatter[i - 1])
-        half_bw = (S.FORMANT_BW_BASE_HZ + S.FORMANT_BW_SLOPE * centre) / 2.0
-        gain = 10.0 ** (S.BLEAT_FORMANT_GAIN_DB.get(i, 0.0) / 20.0) if bleat else 1.0
-        env += gain / (1.0 + ((freqs - centre) / half_bw) ** 2)
-    if call.notch_hz > 0:
-        depth = 1.0 - 10.0 ** (S.HONK_NOTCH_DEPTH_DB / 20.0)
-        env *= 1.0 - depth / (1.0 + ((freqs - call.notch_hz) / (S.HONK_NOTCH_BW_HZ / 2.0)) ** 2)
-    return env
+    return formant_envelope(
+        freqs,
+        call_type=call.call_type,
+        spacing_hz=call.formant_spacing_hz,
+        scatter=call.formant_scatter,
+        notch_hz=call.notch_hz,
+    )

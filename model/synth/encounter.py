@@ -8,12 +8,14 @@ into sound; each call carries its own ``noise_seed`` for that.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from model.synth import spec as S
+from model.synth.tract import formant_envelope
 
 
 @dataclass(frozen=True)
@@ -185,13 +187,14 @@ def _clip(x: float, bounds: tuple[float, float] | None) -> float:
     return x if bounds is None else min(max(x, bounds[0]), bounds[1])
 
 
-def _mean_bout(key: str, rho: float) -> float:
-    """Mean calls per bout for a rate-table row (chomp and snort share one row)."""
+def _mean_bout(key: str) -> float:
+    """Mean calls per bout for a rate-table row (chomp and snort share one row).
+
+    The receptivity cue on chirp counts is left out on purpose: fertile females make more
+    chirps per bout at the same bout rate, so chirps per second grow x (1 + 0.5 rho).
+    """
     lo, hi = S.CHOMP.bout if key == "chomp_snort" else S.CALL_TYPES[key].bout
-    mean = (lo + hi) / 2
-    if key == "chirp":
-        mean *= 1.0 + S.CHIRP_COUNT_CUE * rho
-    return mean
+    return (lo + hi) / 2
 
 
 def _bout_size(rng: np.random.Generator, ct: S.CallType, rho: float) -> int:
@@ -301,7 +304,14 @@ def sample_call(
     clipped = 0.0
     if ct.name in ("bark", "roar") and rng.random() < S.CLIP_PROBABILITY:
         clipped = float(rng.uniform(*S.CLIP_OVERDRIVE_DB))
-    low, high = _band(ct, f0, depth, fm_depth, tilt, n_harm, nlp)
+
+    def envelope(freqs: np.ndarray) -> np.ndarray:
+        return formant_envelope(
+            freqs, call_type=ct.name, spacing_hz=who.formant_spacing_hz, scatter=scatter,
+            notch_hz=notch,
+        )  # fmt: skip
+
+    low, high = _band(ct, f0, depth, fm_depth, tilt, n_harm, nlp, envelope)
     return PlannedCall(
         onset_s=float(onset_s),
         offset_s=float(onset_s + duration),
@@ -348,17 +358,24 @@ def _band(
     tilt: float,
     n_harm: int,
     nlp: str,
+    envelope: Callable[[np.ndarray], np.ndarray],
 ) -> tuple[float, float]:
-    """The annotated frequency band (Hz) of a call: where most of its energy lies."""
+    """The annotated band (Hz): from just below the lowest F0 (or subharmonic) to the highest
+    harmonic within ANNOTATION_TOP_DB of the strongest after tilt and formants; noise-like
+    calls (chaos, growl noise) reach as far as their noise is within that range."""
     if not ct.vocal:
         return ct.noise_band_hz
+    top = f0 * math.exp(depth) * (1.0 + fm_depth)
     lowest = f0 * math.exp(-depth) * (1.0 - fm_depth)
     if nlp == "subharmonics":
         lowest /= 2.0
-    top_harmonic = min(n_harm, 2.0 ** (S.ANNOTATION_TOP_DB / max(abs(tilt), 1.0)))
-    highest = f0 * math.exp(depth) * (1.0 + fm_depth) * max(top_harmonic, 1.0)
-    if ct.name == "growl":
-        highest = max(highest, ct.noise_band_hz[1])
+    k = np.arange(1, max(n_harm, 1) + 1)
+    level = tilt * np.log2(k) + 20.0 * np.log10(envelope(k * top))
+    highest = top * float(k[level >= level.max() - S.ANNOTATION_TOP_DB].max())
+    if nlp == "chaos" or ct.name == "growl":
+        grid = np.linspace(*ct.noise_band_hz, 400)
+        noise = 20.0 * np.log10(envelope(grid))
+        highest = max(highest, float(grid[noise >= noise.max() - S.ANNOTATION_TOP_DB].max()))
     low = round(max(20.0, 0.9 * lowest), 1)
     high = round(min(S.NOISE_BAND_HZ[1], max(highest, low * 2.0)), 1)
     return low, high
@@ -423,8 +440,8 @@ def _rate(key: str, state_index: int, rho: float) -> float:
     return rate
 
 
-Bout = tuple[float, float, str, S.CallType, Individual]
-"""A bout: onset (s), end of its state (s), state, call type, caller."""
+Bout = tuple[float, float, str, S.CallType, Individual, bool]
+"""A bout: onset (s), end of its state (s), state, call type, caller, is a reply."""
 
 
 def _bouts(
@@ -439,17 +456,17 @@ def _bouts(
     for state, start, end in states:
         si = S.STATES.index(state)
         for key in keys:
-            rate = _rate(key, si, rho) / _mean_bout(key, rho)
+            rate = _rate(key, si, rho) / _mean_bout(key)
             if rate <= 0.0:
                 continue
             n = int(rng.poisson(rate * (end - start)))
             for onset in np.sort(rng.uniform(start, end, n)):
                 ct = _type_for_rate(rng, key)
-                bouts.append((float(onset), end, state, ct, _caller(rng, ct, pair)))
+                bouts.append((float(onset), end, state, ct, _caller(rng, ct, pair), False))
     bouts.sort(key=lambda b: b[0])
     # replies: the other animal answers with a call its sex makes, weighted by the state's rates
     replies = []
-    for onset, end, state, _ct, who in bouts:
+    for onset, end, state, _ct, who, _reply in bouts:
         si = S.STATES.index(state)
         if rng.random() >= S.REPLY_PROBABILITY[si]:
             continue
@@ -466,7 +483,7 @@ def _bouts(
         weights = np.array([S.CALL_RATES[k][si] for k in options])
         key = options[int(rng.choice(len(options), p=weights / weights.sum()))]
         delay = float(rng.uniform(*S.REPLY_DELAY_S))
-        replies.append((onset + delay, end + delay, state, S.CALL_TYPES[key], other))
+        replies.append((onset + delay, end + delay, state, S.CALL_TYPES[key], other, True))
     bouts.extend(replies)
     bouts.sort(key=lambda b: b[0])
     return bouts
@@ -494,10 +511,11 @@ def _expand(
     }
     last_offset = {pair.male.name: -1.0, pair.female.name: -1.0}
     calls = []
-    for onset, end, state, ct, who in bouts:
+    for onset, end, state, ct, who, reply in bouts:
         positions[who.name] = _move(rng, positions[who.name])
         t = onset
-        for k in range(_bout_size(rng, ct, rho)):
+        size = _bout_size(rng, ct, rho)
+        for k in range(S.REPLY_CALLS if reply and S.REPLY_CALLS else size):
             t = max(t, last_offset[who.name] + S.MIN_OWN_GAP_S)
             # a bout belongs to its state: it stops when the interaction changes
             if t >= duration_s - S.MIN_OWN_GAP_S or (k > 0 and t >= end and S.BOUTS_END_WITH_STATE):

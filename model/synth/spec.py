@@ -196,12 +196,14 @@ SQUEAL = CallType(
     duration_range=_dur_range(0.5, 0.5), bout=(1, 4), gap_s=(0.2, 0.8), gap_lognormal=False,
     rate_per_s=None, level_db=2.0,
 )  # fmt: skip
+# Copulation calls: the spec gives their rhythm (0.5-1.5 per s) but no bout size; 1-4 (choice)
+# keeps bouts short, so most mounting states carry at least one call.
 COPULATION = CallType(
     name="copulation", callers="M", f0=(230.0 * 0.95, 0.25), f0_range=(140.0 * 0.95, 420.0 * 0.95),
     contours=("flat",), contour_depth=(0.0, 0.0), tilt_db=(-10.0, -10.0),
     am_kind="periodic", am_rate=(8.0, 16.0), am_depth=(0.2, 0.4), hnr_db=(4.0, 12.0),
     p_nlp=0.0, nlp_kinds=(), duration=(0.6, 0.3),
-    duration_range=_dur_range(0.6, 0.3), bout=(2, 8), gap_s=None, gap_lognormal=False,
+    duration_range=_dur_range(0.6, 0.3), bout=(1, 4), gap_s=None, gap_lognormal=False,
     rate_per_s=(0.5, 1.5), level_db=-12.0,
 )  # fmt: skip
 CHOMP = CallType(
@@ -276,10 +278,12 @@ CALL_RATES: Final = {
     "chomp_snort": (0.005, 0.04, 0.08, 0.0, 0.01),
     "copulation": (0.0, 0.0, 0.0, 0.60, 0.0),
 }
-REPLY_PROBABILITY: Final = (0.4, 0.25, 0.3, 0.2, 0.1)
+REPLY_PROBABILITY: Final = (0.4, 0.2, 0.2, 0.2, 0.1)
 """Per state: the other animal answers a bout (AFF about 0.4 from the spec; the rest choice)."""
-BOUTS_END_WITH_STATE: Final = True
+BOUTS_END_WITH_STATE: Final = False
 """(choice) A bout's later calls are dropped once its interaction state has ended."""
+REPLY_CALLS: Final = 1
+"""(choice) A reply is this many calls (0: a whole bout of the replying type)."""
 REPLY_DELAY_S: Final = (0.2, 1.5)
 MIN_OWN_GAP_S: Final = 0.05
 """One animal's calls never overlap: a call is pushed to at least this long after its last."""
