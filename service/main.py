@@ -96,14 +96,15 @@ def _check_port_free(host: str, port: int) -> None:
             ) from err
 
 
-def dashboard_url(settings: Settings) -> str:
+def dashboard_url(settings: Settings, *, with_token: bool = False) -> str:
+    """The dashboard's address (with ``?token=`` when asked and a token is set)."""
     host = settings.server.host
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     if ":" in shown:
         shown = f"[{shown}]"
     url = f"http://{shown}:{settings.server.port}/"
     token = settings.server.token
-    return url if token is None else f"{url}?token={token.get_secret_value()}"
+    return f"{url}?token={token.get_secret_value()}" if with_token and token else url
 
 
 def run(args: argparse.Namespace) -> int:
@@ -128,16 +129,21 @@ def run(args: argparse.Namespace) -> int:
     _check_port_free(settings.server.host, settings.server.port)
     app = create_app(settings)
     sources = ", ".join(f"{s.id} ({s.kind})" for s in settings.sources)
-    # The one place the token is shown: on the operator's terminal, never in the log.
     print(
         f"PandaPulse: sources {sources}; data in {settings.storage.data_dir.resolve()}", flush=True
     )
-    print(f"Dashboard: {dashboard_url(settings)}", flush=True)
     if generated:
+        # A token made for this demo run is shown once, on the terminal that started it. A
+        # configured token is never printed: stdout ends up in journald and `docker logs`.
+        print(f"Dashboard: {dashboard_url(settings, with_token=True)}", flush=True)
         print(
             "(demo token generated for this run; set --token or $PANDAPULSE_TOKEN to fix one)",
             flush=True,
         )
+    elif settings.server.token is not None:
+        print(f"Dashboard: {dashboard_url(settings)}?token=<your token>", flush=True)
+    else:
+        print(f"Dashboard: {dashboard_url(settings)}", flush=True)
     config = uvicorn.Config(
         app,
         host=settings.server.host,

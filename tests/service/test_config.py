@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -109,3 +110,57 @@ def test_bad_files(tmp_path: Path) -> None:
 def test_example_config_is_valid() -> None:
     s = load_settings(REPO / "deploy" / "pandapulse.example.yaml", environ={})
     assert len(s.sources) >= 2
+
+
+def _serve_args(*argv: str) -> Any:
+    import argparse
+
+    from service import main
+
+    parser = argparse.ArgumentParser()
+    main.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_serve_token_precedence_and_demo_token(tmp_path: Path) -> None:
+    from service.main import build_settings, dashboard_url
+
+    # The demo (no config, no token anywhere): a fresh token, shown in the URL on request only.
+    demo, generated = build_settings(_serve_args(), environ={})
+    assert generated and demo.server.token is not None
+    secret = demo.server.token.get_secret_value()
+    assert len(secret) >= 20 and secret not in dashboard_url(demo)
+    assert dashboard_url(demo, with_token=True) == f"http://127.0.0.1:8000/?token={secret}"
+    again, _ = build_settings(_serve_args(), environ={})
+    assert again.server.token.get_secret_value() != secret
+
+    path = write(tmp_path, "server: {token: from-file, port: 9100}")
+    s, generated = build_settings(_serve_args("--config", str(path)), environ={})
+    assert not generated and s.server.token.get_secret_value() == "from-file"
+    s, _ = build_settings(_serve_args("--config", str(path)), environ={"PANDAPULSE_TOKEN": "env"})
+    assert s.server.token.get_secret_value() == "env"
+    s, _ = build_settings(
+        _serve_args("--config", str(path), "--token", "cli", "--port", "9200", "--host", "0.0.0.0"),
+        environ={"PANDAPULSE_TOKEN": "env"},
+    )
+    assert s.server.token.get_secret_value() == "cli" and s.server.port == 9200
+    assert dashboard_url(s) == "http://127.0.0.1:9200/"
+    # A config without a token leaves the API open (no generated token).
+    open_cfg = write(tmp_path, "server: {port: 9300}")
+    s, generated = build_settings(_serve_args("--config", str(open_cfg)), environ={})
+    assert s.server.token is None and not generated
+    with pytest.raises(ConfigError, match="empty"):
+        build_settings(_serve_args("--token", " "), environ={})
+
+
+def test_serve_refuses_a_busy_port() -> None:
+    import socket
+
+    from service.main import _check_port_free
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
+            _check_port_free("127.0.0.1", port)
