@@ -423,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     with torch.no_grad():  # non-trivial batch-norm statistics, so folding is really exercised
         for layer in net.modules():
             if isinstance(layer, nn.BatchNorm2d):
+                assert layer.running_mean is not None and layer.running_var is not None
                 layer.running_mean.normal_(0, 0.5)
                 layer.running_var.uniform_(0.5, 2.0)
     flops = analytic_flops(net)

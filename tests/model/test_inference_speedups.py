@@ -26,6 +26,7 @@ def network(seed: int = 3) -> CGANet:
     with torch.no_grad():
         for layer in net.modules():
             if isinstance(layer, nn.BatchNorm2d):
+                assert layer.running_mean is not None and layer.running_var is not None
                 layer.running_mean.normal_(0, 0.5)
                 layer.running_var.uniform_(0.5, 2.0)
                 layer.weight.uniform_(0.5, 1.5)
