@@ -164,3 +164,20 @@ def test_serve_refuses_a_busy_port() -> None:
         port = busy.getsockname()[1]
         with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
             _check_port_free("127.0.0.1", port)
+
+
+def test_example_config_shows_the_defaults() -> None:
+    """Every section but ``sources`` shows exactly the defaults, so the file cannot drift."""
+    import yaml
+
+    example = yaml.safe_load((REPO / "deploy" / "pandapulse.example.yaml").read_text())
+    defaults = load_settings(environ={})
+    for section, values in example.items():
+        if section == "sources":
+            continue
+        expected = getattr(defaults, section).model_dump(mode="json")
+        assert set(values) | {"token"} >= set(expected) - {"token"}, section
+        for key, value in values.items():
+            assert value == expected[key], (
+                f"{section}.{key}: example {value!r}, default {expected[key]!r}"
+            )
