@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -157,3 +158,64 @@ def test_a_vanished_sink_is_reported_and_capture_resumes_when_it_returns(
     error = source.stats()["last_error"]
     assert "lost" in error or "cannot open" in error
     assert sink.status_kinds("pen")[-1] == "stopped"
+
+
+def test_the_service_captures_scores_and_publishes_to_a_websocket_client(
+    pulse: PulseServer,
+    encounter_file: tuple[Path, np.ndarray],
+    untrained_checkpoint: Path,
+    tmp_path: Path,
+) -> None:
+    """The whole product on a real capture path: ``create_app`` with a sounddevice source on
+    the null sink's monitor; a WebSocket client gets the segment and encounter events."""
+    from fastapi.testclient import TestClient
+
+    from service.api import create_app
+    from service.config import load_settings
+    from service.wire import MESSAGE_ADAPTER
+
+    path, _ = encounter_file
+    token = "pulse-test-token"
+    settings = load_settings(
+        environ={},
+        overrides={
+            "server": {"token": token, "stats_interval_s": 1.0},
+            "sources": [
+                {"id": "pen", "enclosure": "Pulse pen", "kind": "sounddevice", "device": "pulse"}
+            ],
+            "inference": {"model": str(untrained_checkpoint), "device": "cpu", "max_batch": 8},
+            "encounter": {"auto": True, "min_segments_for_verdict": 1, "silence_close_s": 600},
+            "alerts": {"stall_after_s": 60},
+            "storage": {"data_dir": str(tmp_path / "data")},
+        },
+    )
+    seen: dict[str, list[Any]] = {}
+    with (
+        TestClient(create_app(settings)) as client,
+        client.websocket_connect(f"/ws/live?token={token}") as ws,
+    ):
+        first = MESSAGE_ADAPTER.validate_json(ws.receive_text())
+        assert first.type == "snapshot" and [s.id for s in first.sources] == ["pen"]
+        player = pulse.play(path, wait=False)
+        try:
+            deadline = time.monotonic() + 60
+            while not (
+                {"segment", "encounter", "level", "spectrogram"} <= seen.keys()
+                and len(seen["segment"]) >= 3
+            ):
+                assert time.monotonic() < deadline, f"only {sorted(seen)} arrived"
+                msg = MESSAGE_ADAPTER.validate_json(ws.receive_text())
+                seen.setdefault(msg.type, []).append(msg)
+        finally:
+            player.wait(timeout=30)
+        stats = client.get("/stats", headers={"Authorization": f"Bearer {token}"}).json()
+    assert stats["sources"]["pen"]["blocks"] > 0 and stats["inference"]["segments"] >= 3
+    started = seen["encounter"][0]
+    assert (
+        started.action == "started" and started.encounter.source == "pen" and started.encounter.auto
+    )
+    for msg in seen["segment"]:
+        assert msg.source == "pen" and msg.encounter_id == started.encounter.id
+        assert abs(msg.p_success + msg.p_failure - 1) < 1e-4 and len(msg.attention) == C.N_FRAMES
+        assert msg.clip_url and msg.running_p_success is not None
+    assert max(max(m.peak_db) for m in seen["level"]) > -20
