@@ -10,6 +10,14 @@ const COLORS = {
   threshold: "#777",
 };
 const MAX_POINTS = 2000;
+const MIN_TIME_SPAN_S = 60;
+
+function minSpan(span) {
+  return (u, min, max) => {
+    if (min === null || max === null) return [Date.now() / 1000 - span, Date.now() / 1000];
+    return max - min < span ? [max - span, max] : [min, max];
+  };
+}
 
 function bandsPlugin() {
   return {
@@ -60,7 +68,8 @@ export class ProbabilityChart {
       height,
       plugins: [bandsPlugin()],
       scales: {
-        x: { time },
+        // A few calls seconds apart would otherwise get sub-second clock ticks.
+        x: { time, range: time ? minSpan(MIN_TIME_SPAN_S) : undefined },
         y: { range: [0, 1] },
       },
       legend: { show: true, live: false },

@@ -188,7 +188,7 @@ export class LiveView {
     card.dataset.p = p === null || p === undefined ? "" : String(p);
     card.classList.toggle("stale", this.app.connection !== "open");
     const value = $("#gauge-value");
-    value.textContent = p === null || p === undefined ? "–" : `${Math.round(p * 100)}%`;
+    value.textContent = p === null || p === undefined ? "—" : `${Math.round(p * 100)}%`;
     value.className = `gauge-value ${lean.cls}`;
     const label = $("#gauge-label");
     label.textContent = encounter
