@@ -19,6 +19,7 @@ restart of the service.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -141,6 +142,10 @@ class OutboxWorker:
                 # The storage worker shut down under us: the service is stopping.
                 log.debug("outbox worker stops: %s", err)
                 return
+            except (sqlite3.Error, OSError) as err:
+                # The rows stay pending in the database; try again after a pause.
+                log.error("webhook outbox: %s; retrying in %.0f s", err, self.IDLE_POLL_S)
+                next_due = time.time() + self.IDLE_POLL_S
             wait = self.IDLE_POLL_S if next_due is None else max(0.0, next_due - time.time())
             self._wake.wait(min(wait, self.IDLE_POLL_S))
             self._wake.clear()
