@@ -10,12 +10,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.fft as sfft
+from scipy import signal
 
 from model.constants import N_CHANNELS, SAMPLE_RATE
 from model.synth import spec as S
 from model.synth.calls import band_noise, render_source, vocal_tract
 from model.synth.encounter import EncounterPlan, Microphone, PlannedCall, RoomPlan
 
+NOISE_FIR = 8192
+"""Taps of the background's noise-shaping filters (5.4 Hz resolution)."""
 CALL_PAD = 1024
 """Samples of silence around a call before its FFT, so formant ringing and delays do not wrap."""
 
@@ -54,8 +57,8 @@ def channel_delays(azimuth_deg: float, mic: Microphone) -> tuple[float, float]:
 
 def place_calls(calls: tuple[PlannedCall, ...], room: RoomPlan, n: int) -> Tracks:
     """Render each call, filter it by its vocal tract, distance and direction, and sum."""
-    direct = np.zeros((N_CHANNELS, n))
-    excitation = np.zeros(n)
+    direct = np.zeros((N_CHANNELS, n), dtype=np.float32)
+    excitation = np.zeros(n, dtype=np.float32)
     for call in calls:
         source = render_source(call)
         size = sfft.next_fast_len(source.size + 2 * CALL_PAD, real=True)
@@ -103,17 +106,17 @@ def room_tails(room: RoomPlan, rng: np.random.Generator) -> np.ndarray:
 
 
 def reverberate(excitation: np.ndarray, tails: np.ndarray) -> np.ndarray:
-    """(2, n) reverberant sound: the (n,) excitation convolved with each channel's tail.
+    """(2, n) float32 reverberant sound: the (n,) excitation convolved with each channel's
+    (2, m) tail, truncated to n.
 
-    One forward FFT of the excitation serves both channels (FFT convolution, truncated to n).
+    Overlap-add FFT convolution in single precision: the tail sits 8 dB or more below the
+    direct sound, far above float32 rounding, and time and memory stay linear in n.
     """
     n = excitation.size
-    size = sfft.next_fast_len(n + tails.shape[1] - 1, real=True)
-    # single precision: the tail sits 8 dB or more below the direct sound and far above
-    # float32 rounding (-140 dB); it halves the time of the longest FFTs
-    spectrum = sfft.rfft(excitation.astype(np.float32), size)
-    tail_spectra = sfft.rfft(tails.astype(np.float32), size, axis=1)
-    return sfft.irfft(spectrum * tail_spectra, size, axis=1)[:, :n].astype(np.float64)
+    wet = signal.oaconvolve(
+        excitation.astype(np.float32)[None, :], tails.astype(np.float32), mode="full", axes=1
+    )
+    return wet[:, :n]
 
 
 def interval_power(audio: np.ndarray, calls: tuple[PlannedCall, ...]) -> float:
@@ -123,7 +126,7 @@ def interval_power(audio: np.ndarray, calls: tuple[PlannedCall, ...]) -> float:
         a = max(round(call.onset_s * SAMPLE_RATE), covered)
         b = min(round(call.offset_s * SAMPLE_RATE), audio.shape[1])
         if b > a:
-            piece = audio[:, a:b]
+            piece = audio[:, a:b].astype(np.float64)
             total += float(np.einsum("ij,ij->", piece, piece))
             count += piece.size
             covered = b
@@ -143,21 +146,31 @@ def floor_power(audio: np.ndarray) -> float:
 # --- background ------------------------------------------------------------------------------
 
 
+def _shaping_filters(amplitude: np.ndarray) -> np.ndarray:
+    """(3, NOISE_FIR) linear-phase FIRs with magnitude ``amplitude`` (on the NOISE_FIR grid):
+    the whole band, the part below DECORRELATION_HZ and the part above."""
+    freqs = np.arange(amplitude.size) * (SAMPLE_RATE / NOISE_FIR)
+    below = (freqs < S.DECORRELATION_HZ).astype(float)
+    window = np.hanning(NOISE_FIR)
+    firs = [
+        np.roll(sfft.irfft(amplitude * part, NOISE_FIR), NOISE_FIR // 2) * window
+        for part in (np.ones_like(below), below, 1.0 - below)
+    ]
+    return np.stack(firs).astype(np.float32)
+
+
 def _diffuse(rng: np.random.Generator, n: int, amplitude: np.ndarray) -> np.ndarray:
-    """(2, n) Gaussian noise with spectral amplitude ``amplitude`` (rfft bins of a fast size),
-    identical in both channels below DECORRELATION_HZ and independent above. Unit power."""
-    size = 2 * (amplitude.size - 1)
-    freqs = np.arange(amplitude.size) * (SAMPLE_RATE / size)
-    # single precision: background noise needs no more, and it halves the cost
-    spec = np.empty((2, amplitude.size), dtype=np.complex64)
-    spec.real = rng.standard_normal((2, amplitude.size), dtype=np.float32)
-    spec.imag = rng.standard_normal((2, amplitude.size), dtype=np.float32)
-    low = freqs < S.DECORRELATION_HZ
-    spec[1, low] = spec[0, low]
-    spec *= amplitude.astype(np.float32)
-    x = sfft.irfft(spec, size, axis=1)[:, :n].astype(np.float64)
-    p = float(np.mean(x * x))
-    return x / math.sqrt(p) if p > 0 else x
+    """(2, n) float32 Gaussian noise with spectral magnitude ``amplitude`` (NOISE_FIR // 2 + 1
+    bins), identical in both channels below DECORRELATION_HZ and independent above; unit power.
+
+    White noise through short FIRs (overlap-add) keeps memory and time linear in n.
+    """
+    firs = _shaping_filters(amplitude)
+    white = rng.standard_normal((2, n + NOISE_FIR - 1), dtype=np.float32)
+    shaped = signal.oaconvolve(white[[0, 0, 1]], firs, mode="valid", axes=1)
+    x = np.stack([shaped[0], shaped[1] + shaped[2]])
+    p = float(np.mean(np.square(x, dtype=np.float64)))
+    return x / np.float32(math.sqrt(p)) if p > 0 else x
 
 
 def _slow_envelope(rng: np.random.Generator, n: int, rate_hz: float, depth: float) -> np.ndarray:
@@ -234,8 +247,7 @@ def background(room: RoomPlan, n: int, rng: np.random.Generator) -> tuple[np.nda
 
     Returns the audio and a description of each source (for the sidecar).
     """
-    size = sfft.next_fast_len(n, real=True)
-    freqs = np.maximum(np.arange(size // 2 + 1) * (SAMPLE_RATE / size), 1.0)
+    freqs = np.maximum(np.arange(NOISE_FIR // 2 + 1) * (SAMPLE_RATE / NOISE_FIR), 1.0)
     pink = 1.0 / np.sqrt(freqs)
     brown = 1.0 / freqs
     highpass = 1.0 / np.sqrt(1.0 + (20.0 / freqs) ** 4)
@@ -338,7 +350,7 @@ def render(plan: EncounterPlan) -> tuple[np.ndarray, dict[str, object]]:
             np.clip(mix[:, a:b], -limit, limit, out=mix[:, a:b])
             clipped.append(call.onset_s)
     mix *= _db(room.peak_dbfs) / max(float(np.max(np.abs(mix))), 1e-30)
-    mix += rng.standard_normal(mix.shape) * _db(room.self_noise_dbfs)
+    mix += rng.standard_normal(mix.shape, dtype=np.float32) * np.float32(_db(room.self_noise_dbfs))
     levels = {
         "call_power_db": 10.0 * math.log10(max(call_power, 1e-30)),
         "neighbour_gain": neighbour_gain,

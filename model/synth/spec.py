@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-GENERATOR_VERSION: Final = "1.0.0"
+GENERATOR_VERSION: Final = "1.1.0"
 """Bumped whenever the same seed would give different audio or annotations."""
 
 # --- §1 one call -------------------------------------------------------------------------------
