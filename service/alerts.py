@@ -178,7 +178,7 @@ class OutboxWorker:
         wait = backoff_s(item.attempts + 1, self._schedule)
         self._db(lambda s: s.outbox_failed(item.id, error, time.time() + wait))
         log.warning(
-            "alert %d: webhook %s failed (%s), attempt %d; next try in %.0f s",
+            "alert %d: webhook %s failed (%s), attempt %d; next try in %.3g s",
             item.alert_id,
             _host(item.url),
             error,

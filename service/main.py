@@ -127,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
             TOKEN_ENV,
         )
     _check_port_free(settings.server.host, settings.server.port)
+    # httpx logs every webhook request with its full URL, which may carry a secret.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     app = create_app(settings)
     sources = ", ".join(f"{s.id} ({s.kind})" for s in settings.sources)
     print(

@@ -456,7 +456,10 @@ class Monitor:
             source=source,
             encounter_id=None if enc is None else enc.id,
             p_failure=None,
-            message=f"Test alert from PandaPulse ({self._label(source)}); no action needed.",
+            message=(
+                f"Test alert from PandaPulse{'' if source is None else ' for ' + self._label(source)};"
+                " no action needed."
+            ),
         )
 
 
