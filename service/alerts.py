@@ -188,5 +188,10 @@ class OutboxWorker:
 
 
 def _host(url: str) -> str:
-    """The URL without its query (which may carry a secret) for log lines."""
-    return url.split("?", 1)[0]
+    """The URL without credentials or query (either may carry a secret), for log lines."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return "<invalid URL>"
+    port = f":{parsed.port}" if parsed.port else ""
+    return f"{parsed.scheme}://{parsed.host}{port}{parsed.path}"
