@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+import soundfile as sf
 
 from tests.reliability import hostile
 from tests.reliability.conftest import service_config
@@ -23,9 +25,9 @@ MAX_UPLOAD_S = 60
 UPLOADS = list(hostile.uploads(max_upload_bytes=MAX_UPLOAD_MB * 2**20, max_duration_s=MAX_UPLOAD_S))
 REJECTS = [u for u in UPLOADS if u.expect == "reject"]
 ACCEPTS = [u for u in UPLOADS if u.expect == "accept"]
-MEMORY_ROUNDS = 3
+MEMORY_ROUNDS = 5
 """Rounds of the whole list for the memory check: one to warm up, the rest measured."""
-MAX_RSS_GROWTH = 0.10
+MAX_RSS_GROWTH = 0.05
 """Resident memory may grow at most this fraction over the measured rounds."""
 TRAVERSAL_TARGET = Path("/tmp/pandapulse-traversal.wav")
 
@@ -35,6 +37,10 @@ def service(
     tmp_path_factory: pytest.TempPathFactory, untrained_checkpoint: Path
 ) -> Iterator[Service]:
     tmp = tmp_path_factory.mktemp("uploads")
+    # The live side replays a second of silence in a loop: the lightest source, so the memory
+    # measured is the uploads' (the synthetic source's generator swings by hundreds of MiB).
+    quiet = tmp / "quiet.wav"
+    sf.write(quiet, np.zeros((44_100, 2), np.float32), 44_100)
     port = free_port()
     token = secrets.token_urlsafe(24)
     config = service_config(
@@ -43,8 +49,7 @@ def service(
         port,
         token,
         server={"max_upload_mb": MAX_UPLOAD_MB, "max_upload_s": MAX_UPLOAD_S},
-        # No live source work competing with the uploads: a replayed silent file would still
-        # run; the synthetic source in real time is the lightest that the config accepts.
+        sources=[{"id": "pen", "kind": "file", "path": str(quiet), "realtime": True, "loop": True}],
     )
     path = write_config(tmp / "config.yaml", config)
     svc = Service(
@@ -99,11 +104,14 @@ def test_unusual_but_valid_audio_is_scored(client: httpx.Client, upload: hostile
     record("bad upload", upload.name, f"{r.status_code}")
     assert r.status_code == 200, f"{upload.name}: {r.status_code} {r.text[:300]}"
     body = r.json()
-    assert body["duration_s"] > 0 and body["segments"], body
+    assert len(body["segments"]) >= upload.min_segments, body
     for seg in body["segments"]:
         assert abs(seg["p_success"] + seg["p_failure"] - 1) < 1e-3
         assert len(seg["attention"]) == 86
-    assert body["verdict"] in ("success", "failure", None)
+    if body["segments"]:
+        assert body["verdict"] in ("success", "failure") and 0 <= body["p_success"] <= 1
+    else:
+        assert body["verdict"] is None and body["p_success"] is None
     assert not TRAVERSAL_TARGET.exists(), "the upload's file name was used as a path"
 
 
