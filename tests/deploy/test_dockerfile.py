@@ -146,26 +146,47 @@ def test_healthcheck_probes_healthz_with_python() -> None:
     assert {"interval", "timeout", "start-period", "retries"} <= set(options)
 
 
+def test_image_ships_the_demo_model_its_default_start_uses() -> None:
+    """With no config the image serves the bundled demo model: it must be in the build context."""
+    settings = load_settings(environ=df.env(INSTS))
+    model = settings.inference.model_path
+    assert model == REPO / "model" / "assets" / "demo-model.safetensors"
+    assert model.is_file(), f"{model.relative_to(REPO)} is missing: `make demo-model` builds it"
+    assert any(i.args.split()[0] == "model" for i in by_keyword("COPY"))
+    ignored = (REPO / ".dockerignore").read_text()
+    assert "safetensors" not in ignored and "assets" not in ignored
+
+
 @pytest.mark.slow
-def test_image_start_command_serves_health_and_readiness(tmp_path: Path) -> None:
+def test_image_start_command_serves_health_and_readiness(
+    tmp_path: Path, untrained_checkpoint: Path
+) -> None:
     """ENTRYPOINT + CMD as written, with the image's ENV, outside Docker.
 
-    Three settings change, because this is not a container: the port (a free one), the
-    interface (127.0.0.1, not 0.0.0.0) and the data directory (a temporary one, not /data).
-    The source (synthetic) and the model (the bundled demo model) are the image's defaults.
+    What changes, because this is not a container: the port (a free one), the interface
+    (127.0.0.1, not 0.0.0.0), the data directory (a temporary one, not /data), the model (the
+    suite's untrained checkpoint; the demo model's presence is the test above), and a token
+    (PANDAPULSE_TOKEN, as the compose file sets it) so /readyz can be asked. The source is the
+    image's default: the synthetic demo source.
     """
     port = free_port()
+    token = "start-command-test-token"
     env = base_env() | df.env(INSTS)
     env |= {
         "PANDAPULSE__SERVER__PORT": str(port),
         "PANDAPULSE__SERVER__HOST": "127.0.0.1",
         "PANDAPULSE__STORAGE__DATA_DIR": str(tmp_path / "data"),
+        "PANDAPULSE__INFERENCE__MODEL": str(untrained_checkpoint),
+        "PANDAPULSE_TOKEN": token,
     }
     argv = df.start_command(INSTS)
     argv[0] = shutil.which(argv[0], path=env["PATH"]) or argv[0]
-    with Service(argv, port=port, env=env, log_path=tmp_path / "service.log") as service:
+    with Service(
+        argv, port=port, env=env, log_path=tmp_path / "service.log", token=token
+    ) as service:
         ready = service.wait_ready("/readyz")
         assert ready.json()["status"] == "ready"
+        assert ready.json()["sources"] == {"demo": "ok"}
         health = httpx.get(f"{service.base_url}/healthz", timeout=5)
         assert health.status_code == 200 and health.json() == {"status": "ok"}
         # The HEALTHCHECK's own command line, run as Docker would run it in the container.
