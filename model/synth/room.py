@@ -282,9 +282,10 @@ def background(room: RoomPlan, n: int, rng: np.random.Generator) -> tuple[np.nda
         out += gusts * _slow_envelope(rng, n, 0.3, 0.8) * _db(float(rng.uniform(0, 10)))
         notes.append("wind")
     if "babble" in kinds:
-        speech = pink / np.sqrt(1.0 + (300.0 / freqs) ** 4) / np.sqrt(1.0 + (freqs / 3400.0) ** 4)
+        # several talkers: speech-shaped noise (300-3400 Hz) with a softened syllabic rhythm
+        speech = pink / (1.0 + (300.0 / freqs) ** 4) / (1.0 + (freqs / 3400.0) ** 4)
         voices = _diffuse(rng, n, speech)
-        syllables = _slow_envelope(rng, n, 4.0, 1.0)
+        syllables = _slow_envelope(rng, n, 4.0, 0.5)
         out += voices * syllables * _db(float(rng.uniform(-5.0, 5.0)))
         notes.append("speech babble")
     if "doors" in kinds:

@@ -24,7 +24,7 @@ from model.synth import (
 )
 from model.synth import spec as S
 from model.synth.calls import render_source, vocal_tract
-from model.synth.command import plan_jobs, write_recording
+from model.synth.command import plan_jobs, write_dataset, write_recording
 from model.synth.encounter import PlannedCall, Position, sample_pair
 from model.synth.room import channel_delays, channel_gains, reverberant_gain
 
@@ -237,3 +237,12 @@ def test_positions_are_recorded_per_call() -> None:
         assert isinstance(call.position, Position)
         assert S.DISTANCE_M[0] <= call.position.distance_m <= S.DISTANCE_M[1]
         assert S.AZIMUTH_DEG[0] <= call.position.azimuth_deg <= S.AZIMUTH_DEG[1]
+
+
+def test_workers_do_not_change_the_output(tmp_path: Path) -> None:
+    for workers, out in ((1, tmp_path / "one"), (2, tmp_path / "two")):
+        write_dataset(out, 2, seed=8, duration_s=3.0, workers=workers)
+    names = sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "two").iterdir())
+    for name in names:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
