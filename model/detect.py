@@ -46,7 +46,7 @@ class DetectorParams:
     """A call goes on while a channel stays this far above its floor (dB, < on_db: hysteresis)."""
     min_call_s: float = 0.08
     """Shorter calls (clicks, knocks) are not reported (s)."""
-    hangover_s: float = 0.15
+    hangover_s: float = 0.06
     """A call ends this long after its last frame above off_db; shorter gaps are bridged (s)."""
     max_call_s: float = 30.0
     """A 'call' longer than this is taken as a lasting rise of the background: it is ended and

@@ -340,6 +340,7 @@ class Pipeline:
                     model_version=self.classifier.version,
                     processing_ms=elapsed_ms,
                     ready_at=job.ready_at,
+                    cut_at=job.queued_at,
                 ),
             )
 

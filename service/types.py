@@ -108,6 +108,9 @@ class ScoredSegment:
         Time the inference worker spent on this segment's batch (features + model), ms.
     ready_at : float
         ``time.monotonic()`` when the segment's last sample entered its source.
+    cut_at : float
+        ``time.monotonic()`` when the segmenter cut it (``cut_at - ready_at`` is the detector's
+        delay: its hang-over for a call's last piece); 0.0 when unknown.
     """
 
     source_id: str
@@ -121,6 +124,7 @@ class ScoredSegment:
     model_version: str
     processing_ms: float
     ready_at: float
+    cut_at: float = 0.0
 
 
 @dataclass(frozen=True)
