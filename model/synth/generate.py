@@ -96,6 +96,10 @@ def generate_encounter(
         live demo; the background goes on throughout
     pair : the two animals (``sample_pair``); by default drawn from ``seed``
     atypical_rate : h, the share of class-overlap encounters (SYNTH.md §3, default 0.08)
+
+    Cost on the 2-core development box: about 0.45 s of CPU per 30-s encounter; longer ones
+    grow about linearly (a 5-min live-demo encounter: about 7 s of CPU and 1.3 GB peak memory),
+    so a live source should generate a few minutes at a time.
     """
     plan = plan_encounter(
         seed,

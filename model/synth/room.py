@@ -19,6 +19,8 @@ from model.synth.encounter import EncounterPlan, Microphone, PlannedCall, RoomPl
 
 NOISE_FIR = 8192
 """Taps of the background's noise-shaping filters (5.4 Hz resolution)."""
+MAINS_HZ = 50
+MAINS_HARMONICS = 6
 CALL_PAD = 1024
 """Samples of silence around a call before its FFT, so formant ringing and delays do not wrap."""
 
@@ -168,9 +170,12 @@ def _diffuse(rng: np.random.Generator, n: int, amplitude: np.ndarray) -> np.ndar
     firs = _shaping_filters(amplitude)
     white = rng.standard_normal((2, n + NOISE_FIR - 1), dtype=np.float32)
     shaped = signal.oaconvolve(white[[0, 0, 1]], firs, mode="valid", axes=1)
-    x = np.stack([shaped[0], shaped[1] + shaped[2]])
-    p = float(np.mean(np.square(x, dtype=np.float64)))
-    return x / np.float32(math.sqrt(p)) if p > 0 else x
+    shaped[1] += shaped[2]
+    x = shaped[:2]
+    p = sum(float(np.dot(ch, ch)) for ch in x) / x.size
+    if p > 0:
+        x *= np.float32(1.0 / math.sqrt(p))
+    return x
 
 
 def _slow_envelope(rng: np.random.Generator, n: int, rate_hz: float, depth: float) -> np.ndarray:
@@ -271,9 +276,13 @@ def background(room: RoomPlan, n: int, rng: np.random.Generator) -> tuple[np.nda
     floor = 1.0
     t = np.arange(n) / SAMPLE_RATE
     if "ventilation" in kinds:
-        hum = np.zeros(n)
-        for h in range(1, 7):
-            hum += np.sin(2 * math.pi * 50.0 * h * t + rng.uniform(0, 6.3)) / h
+        # mains harmonics: one 50-Hz period (882 samples) repeated
+        period = np.arange(SAMPLE_RATE // MAINS_HZ) / SAMPLE_RATE
+        cycle = sum(
+            np.sin(2 * math.pi * MAINS_HZ * h * period + rng.uniform(0, 6.3)) / h
+            for h in range(1, MAINS_HARMONICS + 1)
+        )
+        hum = np.tile(cycle, n // period.size + 1)[:n]
         fan = float(rng.uniform(80.0, 300.0))
         hum += np.sin(2 * math.pi * fan * t + 0.002 * np.cumsum(rng.standard_normal(n)))
         out += hum * _db(float(rng.uniform(-12.0, -3.0))) / math.sqrt(float(np.mean(hum**2)))
