@@ -12,10 +12,17 @@ const COLORS = {
 const MAX_POINTS = 2000;
 const MIN_TIME_SPAN_S = 60;
 
+function clockTicks(u, vals) {
+  return vals.map((v) =>
+    new Date(v * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" }));
+}
+
 function minSpan(span) {
   return (u, min, max) => {
     if (min === null || max === null) return [Date.now() / 1000 - span, Date.now() / 1000];
-    return max - min < span ? [max - span, max] : [min, max];
+    // A little room on the right, so the newest call and its clock label are not cut off.
+    const pad = Math.max(span, max - min) * 0.04;
+    return max - min < span ? [max - span, max + pad] : [min, max + pad];
   };
 }
 
@@ -77,7 +84,9 @@ export class ProbabilityChart {
       axes: [
         {
           label: xLabel || undefined,
-          values: time ? undefined : (u, vals) => vals.map((v) => `${v} s`),
+          // Clock times (local) for live data, "12 s" into a recording otherwise.
+          values: time ? clockTicks : (u, vals) => vals.map((v) => `${v} s`),
+          space: time ? 80 : 50,
           stroke: "#444",
           grid: { stroke: "rgba(0,0,0,0.07)" },
         },

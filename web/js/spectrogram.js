@@ -1,8 +1,18 @@
 // A scrolling spectrogram on a canvas, fed with the `spectrogram` events' columns (each a list of
-// `bins` values 0-255, low frequency first). One canvas pixel per column and per bin; CSS scales
-// it to the box. New columns enter at the right; the picture scrolls left.
+// `bins` values 0-255, low frequency first; 0 = -90 dBFS, 255 = 0 dBFS). One canvas pixel per
+// column and per bin; CSS scales it to the box. New columns enter at the right; the picture
+// scrolls left.
+//
+// Contrast follows the room: the colour scale starts at a slowly tracked background floor (the
+// quiet end of recent columns) and spans DISPLAY_RANGE above it, so calls stand out against a
+// quiet enclosure and a noisy one alike.
 
 const HISTORY_COLUMNS = 600;
+const UNITS_PER_DB = 255 / 90;
+const DISPLAY_RANGE = Math.round(40 * UNITS_PER_DB); // 40 dB from floor to the brightest colour
+const FLOOR_QUANTILE = 0.2; // a column's floor: its 20th-percentile bin
+const FLOOR_RISE = 0.01; // per column: the floor rises slowly (a call must not lift it)...
+const FLOOR_FALL = 0.2; // ...and falls quickly when the room gets quieter
 
 // Viridis (perceptually uniform, readable with colour-vision deficiencies), as a few stops
 // interpolated into a 256-entry lookup table.
@@ -49,7 +59,16 @@ export class Spectrogram {
     this.ctx.fillStyle = `rgb(${this.lut[0]}, ${this.lut[1]}, ${this.lut[2]})`;
     this.ctx.fillRect(0, 0, HISTORY_COLUMNS, bins);
     this.columnsDrawn = 0;
+    this.floor = null;
     this.canvas.dataset.columns = "0";
+  }
+
+  #trackFloor(column) {
+    const sorted = Array.from(column, Number).sort((a, b) => a - b);
+    const q = sorted[Math.floor(FLOOR_QUANTILE * (sorted.length - 1))] ?? 0;
+    if (this.floor === null) this.floor = q;
+    else this.floor += (q - this.floor) * (q > this.floor ? FLOOR_RISE : FLOOR_FALL);
+    return this.floor;
   }
 
   /** Add columns (list of lists of `bins` ints 0-255) at the right edge. */
@@ -65,8 +84,9 @@ export class Spectrogram {
     const { data } = image;
     for (let x = 0; x < n; x += 1) {
       const column = cols[x];
+      const floor = this.#trackFloor(column);
       for (let b = 0; b < bins; b += 1) {
-        const v = Math.max(0, Math.min(255, column[b] | 0));
+        const v = Math.max(0, Math.min(255, Math.round(((column[b] - floor) / DISPLAY_RANGE) * 255)));
         const y = bins - 1 - b; // low frequencies at the bottom
         const o = (y * n + x) * 4;
         data[o] = this.lut[v * 3];
