@@ -46,7 +46,7 @@ class App {
       message: (msg) => this.onMessage(msg),
       state: (s) => this.onConnection(s),
       unauthorized: () => this.showLogin("The access token was not accepted."),
-      silentClose: () => this.checkAuth(),
+      silentClose: () => this.socketRefused(),
     });
     this.#wire();
   }
@@ -94,30 +94,31 @@ class App {
 
   async boot() {
     const fromUrl = adoptTokenFromUrl();
-    const auth = await this.checkAuth({ quiet: true });
-    if (auth === "unauthorized") {
+    if ((await this.authState()) === "unauthorized") {
       this.showLogin(fromUrl || getToken() ? "The access token was not accepted." : "");
       return;
     }
     this.start();
   }
 
-  /**
-   * Ask the REST side whether the token is accepted. Returns "ok", "unauthorized" (and shows the
-   * login form unless quiet) or "unreachable". As the socket's silentClose hook, a truthy answer
-   * stops its retries.
-   */
-  async checkAuth({ quiet = false } = {}) {
+  /** Ask the REST side whether we are let in: "ok", "unauthorized" or "unreachable". */
+  async authState() {
     try {
       await getJson("api/sources");
-      return quiet ? "ok" : false;
+      return "ok";
     } catch (err) {
-      if (err instanceof Unauthorized) {
-        if (!quiet) this.showLogin("The access token was not accepted.");
-        return quiet ? "unauthorized" : true;
-      }
-      return quiet ? "unreachable" : false;
+      return err instanceof Unauthorized ? "unauthorized" : "unreachable";
     }
+  }
+
+  /**
+   * The socket closed before its snapshot, which does not say why. A 401 on the REST side means
+   * the token is wrong (show the login form and stop retrying); anything else: keep retrying.
+   */
+  async socketRefused() {
+    if ((await this.authState()) !== "unauthorized") return false;
+    this.showLogin("The access token was not accepted.");
+    return true;
   }
 
   async login(token) {
@@ -125,7 +126,7 @@ class App {
     error.hidden = true;
     if (!token) return;
     setToken(token);
-    const auth = await this.checkAuth({ quiet: true });
+    const auth = await this.authState();
     if (auth === "unauthorized") {
       setToken("");
       error.textContent = "That token was not accepted. Check it and try again.";

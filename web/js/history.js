@@ -11,6 +11,7 @@ import {
 } from "./util.js";
 
 const PAGE_SIZE = 20;
+const SAVED_NOTE_MS = 8000; // "Saved" survives the detail being redrawn by the live update
 
 export class HistoryView {
   constructor(app) {
@@ -20,7 +21,10 @@ export class HistoryView {
     this.selected = null;
     this.chart = null;
     this.refreshTimer = null;
-    $("#hist-refresh").addEventListener("click", () => this.refresh());
+    $("#hist-refresh").addEventListener("click", () => {
+      this.refresh();
+      if (this.selected) this.open(this.selected, { scroll: false });
+    });
     $("#hist-prev").addEventListener("click", () => {
       this.offset = Math.max(0, this.offset - PAGE_SIZE);
       this.refresh();
@@ -45,7 +49,11 @@ export class HistoryView {
     clearTimeout(this.refreshTimer);
     this.refreshTimer = setTimeout(() => {
       this.refresh();
-      if (this.selected && this.selected === encounterId) this.open(encounterId, { keepScroll: true });
+      // Re-draw the open encounter's detail, unless the keeper is editing its outcome.
+      const editing = document.querySelector("[data-testid=outcome-form][data-dirty]");
+      if (this.selected && this.selected === encounterId && !editing) {
+        this.open(encounterId, { scroll: false });
+      }
     }, 300);
   }
 
@@ -97,7 +105,7 @@ export class HistoryView {
     for (const tr of document.querySelectorAll("#hist-body tr.selected")) tr.classList.remove("selected");
   }
 
-  async open(id) {
+  async open(id, { scroll = true } = {}) {
     let enc;
     try {
       enc = await getJson(`api/encounters/${id}`);
@@ -161,7 +169,7 @@ export class HistoryView {
       segments.map((s) => s.p_success),
       running,
     );
-    box.scrollIntoView({ behavior: "smooth", block: "start" });
+    if (scroll) box.scrollIntoView({ behavior: "smooth", block: "start" });
   }
 
   #outcomeForm(enc) {
@@ -179,8 +187,10 @@ export class HistoryView {
       el("label", { class: "block" }, "Notes", el("textarea", { name: "notes", rows: 2, maxlength: 2000 }, enc.notes || "")),
       el("div", { class: "actions" },
         el("button", { type: "submit", class: "primary" }, "Save outcome"),
-        el("span", { class: "saved muted", role: "status" })),
+        el("span", { class: "saved muted", role: "status" },
+          this.savedAt?.id === enc.id && Date.now() - this.savedAt.at < SAVED_NOTE_MS ? "✓ Saved" : "")),
     );
+    form.addEventListener("input", () => { form.dataset.dirty = "1"; });
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       const data = new FormData(form);
@@ -195,6 +205,8 @@ export class HistoryView {
       try {
         await sendJson("PUT", `api/encounters/${enc.id}/outcome`, body);
         status.textContent = "✓ Saved";
+        delete form.dataset.dirty;
+        this.savedAt = { id: enc.id, at: Date.now() };
         this.refresh();
       } catch (err) {
         status.textContent = "";
