@@ -5,6 +5,7 @@ Each test is bounded: every wait has a timeout, and the module's tests share one
 
 from __future__ import annotations
 
+import base64
 import math
 import signal
 from pathlib import Path
@@ -141,7 +142,19 @@ def test_upload_shows_per_call_results(browser: Any, service: Service, screensho
     try:
         page.goto(f"{service.login_url}#upload")
         page.wait_for_selector("#dropzone")
-        page.set_input_files("#upload-input", str(REAL_CALL))
+        # Dropped on the page, as a keeper drags a file from the desktop.
+        page.evaluate(
+            """([name, b64]) => {
+                const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+                const transfer = new DataTransfer();
+                transfer.items.add(new File([bytes], name, { type: "audio/mpeg" }));
+                const zone = document.querySelector("#dropzone");
+                for (const type of ["dragenter", "dragover", "drop"]) {
+                    zone.dispatchEvent(new DragEvent(type, { dataTransfer: transfer, bubbles: true, cancelable: true }));
+                }
+            }""",
+            [REAL_CALL.name, base64.b64encode(REAL_CALL.read_bytes()).decode()],
+        )
         page.wait_for_selector("[data-testid=upload-verdict]", timeout=120_000)
         verdict = page.inner_text("[data-testid=upload-verdict]")
         if expected["verdict"] is None:
