@@ -245,7 +245,12 @@ export class LiveView {
 
   #callRow(seg) {
     const lean = leaning(seg.p_success);
-    return el("tr", { dataset: { segmentId: String(seg.id) }, onclick: () => this.renderAttention(seg) },
+    return el("tr", {
+      class: "pickable",
+      title: "Show this call's attention",
+      dataset: { segmentId: String(seg.id) },
+      onclick: () => this.renderAttention(seg),
+    },
       el("td", {}, clockTime(seg.wall_time)),
       el("td", { class: "num" }, `${(seg.end_s - seg.start_s).toFixed(1)} s`),
       el("td", { class: "num" },
