@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from playwright.sync_api import sync_playwright
 
 from service.config import DEMO_MODEL
 
@@ -189,10 +190,9 @@ def service(
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
-    sync_api = pytest.importorskip("playwright.sync_api")
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: scripts/setup.sh installs Debian's chromium")
-    with sync_api.sync_playwright() as pw:
+    with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             yield browser
