@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import numpy as np
 import pytest
+
+from model.aggregate import running_p_success
 
 from .conftest import ENCLOSURE, SOURCE_ID, Console, Service, new_page
 
@@ -301,3 +304,26 @@ def test_missing_or_wrong_token_shows_the_login_form(browser: Any, service: Serv
         assert "token" not in urlparse(page.url).query
     finally:
         context.close()
+
+
+def test_running_mean_in_the_page_follows_the_encounter_rule(
+    live_page: tuple[Any, Console],
+) -> None:
+    """The chart recovers each call's running P(success) from the snapshot's last segments and
+    the encounter's totals; it must agree with model.aggregate on every prefix."""
+    page, _ = live_page
+    rng = np.random.default_rng(5)
+    p = rng.uniform(0, 1, size=40)
+    tail = 15
+    expected = [running_p_success(p[: i + 1]) for i in range(len(p))]
+    total = {"n": len(p), "p": running_p_success(p)}
+    recovered, from_start = page.evaluate(
+        """async ([ps, tail, total]) => {
+            const { runningMeans } = await import("./static/js/util.js");
+            const segs = ps.map((p) => ({ p_success: p }));
+            return [runningMeans(segs.slice(-tail), total), runningMeans(segs, null)];
+        }""",
+        [p.tolist(), tail, total],
+    )
+    np.testing.assert_allclose(recovered, expected[-tail:], atol=1e-9)
+    np.testing.assert_allclose(from_start, expected, atol=1e-9)
