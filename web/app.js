@@ -38,6 +38,7 @@ class App {
     this.banner = new AlertBanner($("#alert-banner"), {
       chime: this.chime,
       onAck: (alert) => this.acknowledge(alert),
+      sourceLabel: (id) => this.sourceLabel(id),
     });
     this.live = new LiveView(this);
     this.history = new HistoryView(this);
@@ -268,6 +269,11 @@ class App {
     $("#source-pick").hidden = sources.length < 2;
   }
 
+  /** The enclosure's name for a source id (the id itself when the service gave no name). */
+  sourceLabel(id) {
+    return this.state.sources.find((s) => s.id === id)?.enclosure || id;
+  }
+
   selectSource(id) {
     this.state.selectedSource = id;
     localStorage.setItem(SOURCE_KEY, id);
@@ -335,7 +341,10 @@ class App {
     const openOnly = $("#alerts-open-only").checked;
     try {
       const alerts = await getJson(`api/alerts?limit=100${openOnly ? "&open=true" : ""}`);
-      renderAlertLog($("#alerts-body"), alerts, { onAck: (a) => this.acknowledge(a) });
+      renderAlertLog($("#alerts-body"), alerts, {
+        onAck: (a) => this.acknowledge(a),
+        sourceLabel: (id) => this.sourceLabel(id),
+      });
     } catch (err) {
       this.reportError(err, "The alert log could not be loaded");
     }

@@ -82,8 +82,9 @@ export class Chime {
 
 /** The banner: the newest open alert, how many others are open, and an Acknowledge button. */
 export class AlertBanner {
-  constructor(root, { onAck, chime }) {
+  constructor(root, { onAck, chime, sourceLabel }) {
     this.root = root;
+    this.sourceLabel = sourceLabel;
     this.onAck = onAck;
     this.chime = chime;
     this.repeatTimer = null;
@@ -111,7 +112,7 @@ export class AlertBanner {
       "Acknowledge",
     );
     const extra = open.length > 1 ? ` (+${open.length - 1} more open)` : "";
-    const where = [alert.source, alert.p_failure != null ? `P(failure) ${pct(alert.p_failure)}` : ""]
+    const where = [alert.source ? this.sourceLabel(alert.source) : "", alert.p_failure != null ? `P(failure) ${pct(alert.p_failure)}` : ""]
       .filter(Boolean)
       .join(" · ");
     const hint = this.chime.ready || this.chime.muted
@@ -126,8 +127,8 @@ export class AlertBanner {
         el("strong", {}, kind.title + extra),
         el("span", {}, alert.message || ""),
         where ? el("span", { class: "alert-where" }, where) : null,
+        hint,
       ),
-      hint,
       ack,
       ].filter(Boolean),
     );
@@ -151,7 +152,7 @@ export class AlertBanner {
 }
 
 /** The alert log table (Alerts view). */
-export function renderAlertLog(tbody, alerts, { onAck }) {
+export function renderAlertLog(tbody, alerts, { onAck, sourceLabel }) {
   tbody.replaceChildren();
   if (!alerts.length) {
     tbody.append(el("tr", {}, el("td", { colspan: 6, class: "empty" }, "No alerts yet.")));
@@ -181,9 +182,9 @@ export function renderAlertLog(tbody, alerts, { onAck }) {
       el(
         "tr",
         { class: alert.acknowledged_at ? "" : "open", dataset: { alertId: String(alert.id) } },
-        el("td", {}, dateTime(alert.created_at)),
+        el("td", { class: "nowrap" }, dateTime(alert.created_at)),
         el("td", {}, el("span", { class: `kind ${kind.cls}` }, `${kind.icon} ${kind.title}`)),
-        el("td", {}, alert.source || "–"),
+        el("td", {}, alert.source ? sourceLabel(alert.source) : "–"),
         el("td", {}, alert.message || ""),
         el("td", { class: "num" }, alert.p_failure != null ? pct(alert.p_failure) : "–"),
         el("td", {}, acked),

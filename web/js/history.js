@@ -125,7 +125,7 @@ export class HistoryView {
     }
     const segments = [...(enc.segments || [])].sort((a, b) => a.start_s - b.start_s);
     const chartBox = el("div", { class: "chart", "data-testid": "history-chart" });
-    box.replaceChildren(
+    box.replaceChildren(...[
       el("div", { class: "card" },
         el("div", { class: "card-head" },
           el("h2", {}, `${enc.enclosure || enc.source} · ${enc.pair || "unnamed pair"}`),
@@ -161,7 +161,7 @@ export class HistoryView {
               `${kindText(a.kind).icon} ${dateTime(a.created_at)} — ${kindText(a.kind).title}: ${a.message || ""}`,
               a.acknowledged_at ? ` (acknowledged${a.acknowledged_by ? ` by ${a.acknowledged_by}` : ""})` : " (open)"))))
         : null,
-    );
+    ].filter(Boolean));
     this.chart = new ProbabilityChart(chartBox, { time: true, height: 220 });
     const running = runningMeans(segments, { n: enc.n_segments, p: enc.p_success });
     this.chart.setData(

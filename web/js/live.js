@@ -345,7 +345,7 @@ export class LiveView {
     for (const id of knownIds) {
       const src = sources[id] || {};
       const status = src.status || this.state.sources.find((s) => s.id === id)?.status || "unknown";
-      const icon = status === "ok" ? "✓" : status === "stalled" ? "⚠" : "■";
+      const icon = { ok: "✓", stalled: "⚠", starting: "◌" }[status] || "■";
       const age = Number.isFinite(src.last_audio_age_s) ? ` · last audio ${src.last_audio_age_s.toFixed(1)} s ago` : "";
       add(knownIds.size > 1 ? `Audio ${id}` : "Audio",
         el("span", { class: `status ${status}`, "data-testid": "audio-status" }, `${icon} ${status}${age}`),

@@ -40,8 +40,9 @@ export function dateTime(iso) {
   if (!iso) return "–";
   const date = new Date(iso);
   if (Number.isNaN(date.getTime())) return "–";
+  const thisYear = date.getFullYear() === new Date().getFullYear();
   return date.toLocaleString([], {
-    year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit",
+    year: thisYear ? undefined : "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit",
   });
 }
 
