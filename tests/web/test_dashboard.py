@@ -6,6 +6,7 @@ Each test is bounded: every wait has a timeout, and the module's tests share one
 from __future__ import annotations
 
 import base64
+import contextlib
 import math
 import signal
 from pathlib import Path
@@ -14,6 +15,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from model.aggregate import running_p_success
 
@@ -31,6 +33,8 @@ REAL_CALL = (
 )
 LIVE_WAIT_MS = 90_000
 """Longest wait for live events (segments need a detected call, scored on 2 shared cores)."""
+SCREENSHOT_POINTS = 8
+"""Calls on the live chart before its screenshot is taken, when they come within 30 s."""
 
 
 def _number(page: Any, selector: str, attr: str) -> float:
@@ -96,7 +100,9 @@ def test_live_view_loads_clean_and_moves_with_events(
     # generator prepares its first encounter).
     _acknowledge_all(service)
     page.wait_for_selector("#alert-banner", state="hidden", timeout=10_000)
-    page.wait_for_timeout(1500)
+    # A few more calls make a more telling picture; not required, so the wait is soft.
+    with contextlib.suppress(PlaywrightTimeout):
+        _wait_attr_above(page, "#live-chart", "points", SCREENSHOT_POINTS - 1, 30_000)
     page.screenshot(path=str(screenshots / "live-1280x800.png"))
     page.set_viewport_size({"width": 768, "height": 1024})
     page.wait_for_timeout(1500)
