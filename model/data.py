@@ -293,8 +293,8 @@ def _class_names(labels: Sequence[str], classes: Sequence[str] | None) -> tuple[
             raise DataError(f"give exactly {C.N_CLASSES} distinct classes, got {list(classes)}")
         return names[0], names[1]
     found = sorted(set(labels))
-    if len(found) > C.N_CLASSES and set(C.CLASS_NAMES) <= set(found):
-        found = list(C.CLASS_NAMES)
+    if set(found) <= set(C.CLASS_NAMES) or set(C.CLASS_NAMES) <= set(found):
+        found = list(C.CLASS_NAMES)  # panda outcomes, even when only one occurs
     if len(found) != C.N_CLASSES:
         raise DataError(
             f"CGANet is a two-class model but the labels are {found}: keep two in the manifest or"

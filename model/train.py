@@ -280,6 +280,16 @@ def fit(
                 acc=f"{row['train_accuracy']:.3f}",
                 val_acc=f"{val['accuracy']:.3f}",
             )
+            log.info(
+                "epoch %d/%d: train loss %.4f acc %.3f, validation loss %.4f acc %.3f, lr %g",
+                epoch,
+                config.epochs,
+                row["train_loss"],
+                row["train_accuracy"],
+                row["val_loss"],
+                row["val_accuracy"],
+                row["lr"],
+            )
             if on_epoch is not None:
                 on_epoch(row)
             better = val["accuracy"] > result.best["accuracy"] or (
