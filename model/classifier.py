@@ -96,9 +96,9 @@ class Classifier:
     ----------
     compile : bool or None
         ``torch.compile`` (inductor, dynamic batch size) the network. None reads
-        ``PANDAPULSE_COMPILE`` (default off). When on, the constructor compiles for batch 1 and
-        for any other size up front (two graphs, so no batch size recompiles later) and records
-        the seconds it took in ``compile_seconds``.
+        ``PANDAPULSE_COMPILE`` (default off). When on, the constructor compiles up front for
+        batch 1 and for dynamic batch sizes (warming up with 1, 2 and 3, so no batch size
+        recompiles later) and records the seconds it took in ``compile_seconds``.
     num_threads : int or None
         ``torch.set_num_threads`` for CPU inference; None leaves torch's setting alone.
     autocast : torch.dtype or None
@@ -144,22 +144,31 @@ class Classifier:
             self._compile()
 
     def _compile(self) -> None:
-        """Compile and warm up both graphs (batch 1 and dynamic batch); time it."""
-        import torch._inductor.config as inductor_config  # only when compiling: slow import
-
+        """Compile and warm up the graphs (batch 1 and dynamic batch); time it."""
         start = time.perf_counter()
         self._forward = torch.compile(self.network, dynamic=True)
-        probe = torch.zeros(2, C.N_CHANNELS, C.N_FRAMES, self.n_features, device=self.device)
-        # Freezing lets inductor pre-pack the (never again changing) conv weights for oneDNN.
-        with torch.inference_mode(), self._precision(), inductor_config.patch(freezing=True):
-            for size in (1, 2):  # torch.compile specialises batch 1; 2 covers every other size
+        probe = torch.zeros(3, C.N_CHANNELS, C.N_FRAMES, self.n_features, device=self.device)
+        with torch.inference_mode(), self._precision():
+            # Batch 1 is always specialised; the graph resumed after the GRU (a graph break)
+            # turns dynamic only at its second batch size: 1, 2, 3 cover every size after.
+            for size in (1, 2, 3):
                 self._forward(probe[:size].contiguous(memory_format=torch.channels_last))
         self.compile_seconds = time.perf_counter() - start
 
     def _precision(self) -> contextlib.AbstractContextManager[Any]:
-        if self.autocast is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.autocast)
+        """Autocast when asked; inductor's freezing when compiled.
+
+        Freezing lets inductor pre-pack the conv weights (never changed after construction)
+        for oneDNN; it must be on for every call, or the changed config forces a recompile.
+        """
+        stack = contextlib.ExitStack()
+        if self.autocast is not None:
+            stack.enter_context(torch.autocast(device_type=self.device.type, dtype=self.autocast))
+        if self.compiled:
+            import torch._inductor.config as inductor_config  # only when compiling: slow import
+
+            stack.enter_context(inductor_config.patch(freezing=True))
+        return stack
 
     @classmethod
     def from_checkpoint(
