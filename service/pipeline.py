@@ -164,8 +164,16 @@ class Pipeline:
         watchdog = threading.Thread(
             target=self._watchdog_loop, name="pipeline-watchdog", daemon=True
         )
+        started: list[AudioSource] = []
         for sid, lane in self._lanes.items():
-            lane.source.start()
+            try:
+                lane.source.start()
+            except Exception:
+                for source in started:  # leave nothing running behind a failed start
+                    source.stop()
+                self._started_at = None
+                raise
+            started.append(lane.source)
             lane.last_audio = time.monotonic()
             self._emit_status(lane, "ok", "started")
             lane.thread = threading.Thread(

@@ -108,6 +108,10 @@ class SyntheticSource(ProducerSource):
         start = 0
         try:
             while not self._stopping.is_set():
+                # Wait for the generator in short steps, so stop() is not held up by it.
+                while not upcoming.done():
+                    if self._stopping.wait(0.1):
+                        return
                 audio = upcoming.result()
                 upcoming = pool.submit(
                     self._generate, seed + 1, self.outcome_of(seed + 1), self.encounter_s
