@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from model import constants as C
 from model.classifier import Classifier
+from model.errors import AudioError
 from model.predict import analyse
 from model.preprocessing import load, stack
 from model.segmenter import segments_from_audio
@@ -295,3 +296,15 @@ def test_bad_construction_is_refused(classifier: Classifier, recording_file: Pat
     twins = [ReplaySource("a", recording_file), ReplaySource("a", recording_file)]
     with pytest.raises(ValueError, match="distinct"):
         Pipeline(twins, classifier, RecordingSink())
+
+
+def test_a_failed_start_leaves_nothing_running(
+    classifier: Classifier, recording_file: Path, tmp_path: Path
+) -> None:
+    good = ReplaySource("good", recording_file, realtime=True)
+    bad = ReplaySource("bad", tmp_path / "missing.wav")
+    pipeline = Pipeline([good, bad], classifier, RecordingSink())
+    with pytest.raises(AudioError, match="cannot decode"):
+        pipeline.start()
+    assert good._thread is None  # stopped again
+    assert not pipeline.running
