@@ -32,6 +32,8 @@ BLOCK_SAMPLES = 1024
 """Samples per block a source delivers by default (23.2 ms at 44.1 kHz)."""
 QUEUE_BLOCKS = 256
 """Blocks a source's queue holds before a live source drops (about 6 s of 1024-sample blocks)."""
+MAX_LATE_S = 0.5
+"""A real-time producer running later than this (s) re-anchors its pace instead of catching up."""
 _END = object()
 """Queue item that says the producer has finished (end of file): no more blocks."""
 
@@ -219,6 +221,10 @@ class ProducerSource(AudioSource):
                     delay = t0 + produced / C.SAMPLE_RATE - time.monotonic()
                     if delay > 0 and self._stopping.wait(delay):
                         return
+                    if delay < -MAX_LATE_S:
+                        # Held up (a slow generator, a paused process): go on at real-time
+                        # pace from now, as a sound card would, instead of in a burst.
+                        t0 -= delay
                 self._offer(AudioBlock(self.source_id, start, block, time.monotonic()))
                 start += block.shape[1]
         except Exception as err:  # the producer must report, not die silently

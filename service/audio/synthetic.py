@@ -8,6 +8,7 @@ helper thread while the current one plays, so real-time delivery does not pause.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 
 ENCOUNTER_SECONDS = 180.0
 """Length of each synthetic encounter (s)."""
+FIRST_WAIT_S = 60.0
+"""``start()`` waits at most this long for the first encounter (s)."""
 FIRST_ENCOUNTER_SECONDS = 30.0
 """The first encounter is at most this long (s): generating it delays the first audio (about
 a fifth of its length on a busy 2-core machine), later ones are generated while one plays."""
@@ -75,6 +78,8 @@ class SyntheticSource(ProducerSource):
         )
         self.encounter_s = encounter_s
         self._generate = generate
+        self._pool: ThreadPoolExecutor | None = None
+        self._first: Future[np.ndarray] | None = None
         self.played: deque[PlayedEncounter] = deque(maxlen=1000)
         """Encounters started so far (appended by the producer thread)."""
 
@@ -99,35 +104,48 @@ class SyntheticSource(ProducerSource):
         """The outcome played for ``seed`` (reproducible: drawn from the seed)."""
         return "success" if np.random.default_rng([seed, 0x5EED]).random() < 0.5 else "failure"
 
-    def _chunks(self) -> Iterator[np.ndarray]:
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"synth-{self.source_id}")
-        seed = self.seed
-        upcoming: Future[np.ndarray] = pool.submit(
-            self._generate, seed, self.outcome_of(seed), self.encounter_s
+    def _open(self) -> None:
+        # The first encounter is generated before start() returns, so the source does not
+        # look stalled while it is made; later ones are made while the previous one plays.
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"synth-{self.source_id}")
+        first_s = min(self.encounter_s, FIRST_ENCOUNTER_SECONDS)
+        self._first = self._pool.submit(
+            self._generate, self.seed, self.outcome_of(self.seed), first_s
         )
-        start = 0
-        try:
-            while not self._stopping.is_set():
-                # Wait for the generator in short steps, so stop() is not held up by it.
-                while not upcoming.done():
-                    if self._stopping.wait(0.1):
-                        return
-                audio = upcoming.result()
-                upcoming = pool.submit(
-                    self._generate, seed + 1, self.outcome_of(seed + 1), self.encounter_s
-                )
-                outcome = self.outcome_of(seed)
-                self.played.append(PlayedEncounter(start, seed, outcome, audio.shape[1]))
-                log.info(
-                    "source %s: synthetic encounter seed %d (%s) from sample %d",
-                    self.source_id,
-                    seed,
-                    outcome,
-                    start,
-                )
-                yield audio
-                start += audio.shape[1]
-                seed += 1
-        finally:
+        deadline = time.monotonic() + FIRST_WAIT_S
+        while not self._first.done() and time.monotonic() < deadline:
+            if self._stopping.wait(0.05):
+                break
+        super()._open()
+
+    def _close(self) -> None:
+        super()._close()
+        if self._pool is not None:
             # Do not wait for an encounter being generated: stopping must be prompt.
-            pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def _chunks(self) -> Iterator[np.ndarray]:
+        assert self._pool is not None and self._first is not None
+        seed, start, upcoming = self.seed, 0, self._first
+        while not self._stopping.is_set():
+            # Wait for the generator in short steps, so stop() is not held up by it.
+            while not upcoming.done():
+                if self._stopping.wait(0.1):
+                    return
+            audio = upcoming.result()
+            upcoming = self._pool.submit(
+                self._generate, seed + 1, self.outcome_of(seed + 1), self.encounter_s
+            )
+            outcome = self.outcome_of(seed)
+            self.played.append(PlayedEncounter(start, seed, outcome, audio.shape[1]))
+            log.info(
+                "source %s: synthetic encounter seed %d (%s) from sample %d",
+                self.source_id,
+                seed,
+                outcome,
+                start,
+            )
+            yield audio
+            start += audio.shape[1]
+            seed += 1
