@@ -585,19 +585,19 @@ def evaluate(
     split_modes: list[str],
     max_segments: int | None,
     val_fraction: float,
-    ablation: bool,
+    ablation: list[str],
     build_kwargs: dict[str, Any],
     title: str | None = None,
 ) -> dict[str, Any]:
     """Run the protocol and write the report; returns the report dict (as in report.json)."""
     started = time.perf_counter()
-    for mode in split_modes:
+    for mode in (*split_modes, *ablation):
         if mode not in SPLIT_MODES:
             raise DataError(f"unknown split mode {mode!r}: use {', '.join(SPLIT_MODES)}")
     full = build_dataset(data_dir, feature="mfcc", **build_kwargs)
     mfcc = subsample(full, max_segments, seed=config.seed)
     combined = None
-    if ablation:
+    if set(ablation) & set(split_modes):
         combined = align_combined(mfcc, data_dir, build_kwargs)
     out_dir.mkdir(parents=True, exist_ok=True)
     _, unit_name = aggregation_units(mfcc)
@@ -629,7 +629,9 @@ def evaluate(
     outputs: dict[str, dict[str, list[FoldOutput]]] = {}
     for mode in split_modes:
         fold_idx = make_folds(mode, mfcc.labels, mfcc.groups, folds, config.seed)
-        outputs[mode] = run_split_mode(mode, mfcc, combined, fold_idx, config, val_fraction)
+        outputs[mode] = run_split_mode(
+            mode, mfcc, combined if mode in ablation else None, fold_idx, config, val_fraction
+        )
         report[mode] = summarise(outputs[mode])
         label = f"{mode} split"
         plot_roc(
@@ -689,12 +691,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-ablation", action="store_true", help="skip Table 2 (CGANet on the combined feature)"
     )
+    parser.add_argument(
+        "--ablation-modes",
+        default=None,
+        help="split modes that get Table 2 (default: every split mode evaluated)",
+    )
     parser.add_argument("--title", default=None, help="report title (default: the folder name)")
     parser.add_argument(
         "--quick",
         action="store_true",
         help=f"smoke run: {QUICK['folds']} folds, {QUICK['epochs']} epoch, at most {QUICK['max_segments']} segments",
     )
+
+
+def _modes(text: str) -> list[str]:
+    return [m.strip() for m in text.split(",") if m.strip()]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -709,15 +720,16 @@ def run(args: argparse.Namespace) -> int:
         args.out,
         config=config,
         folds=folds,
-        split_modes=[m.strip() for m in args.split_modes.split(",") if m.strip()],
+        split_modes=_modes(args.split_modes),
         max_segments=max_segments,
         val_fraction=args.val_fraction,
-        ablation=not args.no_ablation,
+        ablation=[] if args.no_ablation else _modes(args.ablation_modes or args.split_modes),
         build_kwargs={
             "group_col": args.group_col,
             "label_col": args.label_col,
             "classes": parse_classes(args.classes),
             "cache_dir": args.cache_dir,
+            "use_detector": not args.no_detector,
         },
         title=args.title,
     )

@@ -391,6 +391,11 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         help="feature cache (default: DATA_DIR/.pandapulse-cache)",
     )
     parser.add_argument(
+        "--no-detector",
+        action="store_true",
+        help="recordings without annotations: tile whole files instead of using the vocalization detector",
+    )
+    parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: all usable cores)"
     )
     parser.add_argument(
@@ -448,6 +453,7 @@ def run(args: argparse.Namespace) -> int:
         label_col=args.label_col,
         classes=parse_classes(args.classes),
         cache_dir=args.cache_dir,
+        use_detector=not args.no_detector,
     )
     dataset = subsample(dataset, args.max_segments, seed=args.seed)
     for item in dataset.skipped:

@@ -1,0 +1,98 @@
+"""Training: a smoke run whose loss goes down, determinism on CPU, the grouped split, the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from model import checkpoint
+from model import constants as C
+from model.cli import main
+from model.errors import DataError
+from model.train import TrainConfig, autocast_dtype, fit, group_split
+from tests.model.test_data import make_folder
+
+
+def separable(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 2, 86, 40) float32 features whose class shows in the first 10 coefficients."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    x = rng.standard_normal((n, C.N_CHANNELS, C.N_FRAMES, C.N_MFCC)).astype(np.float32)
+    x[y == 1, :, :, :10] += 1.5
+    return x, y.astype(np.int64)
+
+
+def test_two_epochs_on_tiny_data_lower_the_loss() -> None:
+    x, y = separable(32)
+    vx, vy = separable(8, seed=1)
+    config = TrainConfig(epochs=2, batch_size=8, seed=0, device="cpu", progress=False)
+    result = fit(x, y, vx, vy, config)
+    first, last = result.history[0], result.history[-1]
+    assert len(result.history) == 2
+    assert last["train_loss"] < first["train_loss"]
+    assert result.best_epoch in (1, 2)
+    assert result.segments_seen == 2 * 32
+    assert not result.model.training and next(result.model.parameters()).device.type == "cpu"
+
+
+def test_same_seed_same_weights_on_cpu() -> None:
+    x, y = separable(16)
+    config = TrainConfig(epochs=1, batch_size=8, seed=7, device="cpu", progress=False)
+    a = fit(x, y, x[:4], y[:4], config).model.state_dict()
+    b = fit(x, y, x[:4], y[:4], config).model.state_dict()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+
+
+def test_validation_split_keeps_groups_apart() -> None:
+    groups = np.repeat([f"e{i}" for i in range(10)], 5)
+    labels = np.repeat(np.arange(10) % 2, 5)
+    tr, va = group_split(labels, groups, 0.2, seed=0)
+    assert not set(groups[tr]) & set(groups[va])
+    assert set(labels[va]) == {0, 1} and len(tr) + len(va) == 50
+    with pytest.raises(DataError, match="between 0 and 1"):
+        group_split(labels, groups, 1.5, seed=0)
+
+
+def test_config_is_the_papers_by_default() -> None:
+    config = TrainConfig()
+    assert (config.lr, config.batch_size, config.epochs, config.lr_patience) == (0.01, 32, 500, 125)
+    assert config.lr_decay == 0.1 and config.patience is None
+    assert autocast_dtype("fp32", torch.device("cpu")) is None
+    assert autocast_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+    with pytest.raises(DataError, match="optimizer"):
+        TrainConfig(optimizer="rmsprop")
+
+
+def test_cli_trains_and_saves_a_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = make_folder(tmp_path / "data", n=6, seconds=2.0)
+    out = tmp_path / "model.safetensors"
+    rc = main(
+        [
+            "train",
+            str(data),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--no-progress",
+            "--val-fraction",
+            "0.34",
+            "--no-detector",
+        ]
+    )
+    assert rc == 0
+    _model, meta = checkpoint.load(out)
+    assert meta["class_names"] == ["success", "failure"]
+    assert meta["metrics"]["epochs_run"] == 1 and 0 <= meta["metrics"]["val_accuracy"] <= 1
+    assert meta["data"]["segments"] == 6 and meta["data"]["split"]["grouped"]
+    assert meta["training"]["lr"] == C.LEARNING_RATE
+    assert "saved" in capsys.readouterr().out
+    assert main(["train", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
