@@ -75,6 +75,7 @@ class _Lane:
     last_audio: float = 0.0
     status: SourceState = "ok"
     finished: bool = False
+    error: str | None = None
     segments: int = 0
     dropped_segments: int = 0
     block_ends: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=4096))
@@ -226,6 +227,13 @@ class Pipeline:
     # -- source threads ------------------------------------------------------------------------------
 
     def _source_loop(self, lane: _Lane) -> None:
+        try:
+            self._run_lane(lane)
+        except Exception as err:  # a bug must not kill the thread silently: say so, stall
+            lane.error = f"pipeline thread failed: {type(err).__name__}: {err}"
+            log.exception("pipeline: source %s stopped processing", lane.source.source_id)
+
+    def _run_lane(self, lane: _Lane) -> None:
         source = lane.source
         while not self._stopping.is_set():
             block = source.read(timeout=READ_TIMEOUT_S)
@@ -283,9 +291,12 @@ class Pipeline:
             except queue.Full:
                 lane.dropped_segments += 1
                 self._done(1)
-                log.warning(
-                    "pipeline: inference queue full, segment of %s dropped", lane.source.source_id
-                )
+                if lane.dropped_segments <= 10 or lane.dropped_segments % 100 == 0:  # rate-limited
+                    log.warning(
+                        "pipeline: inference queue full, %s has dropped %d segments",
+                        lane.source.source_id,
+                        lane.dropped_segments,
+                    )
                 return
         lane.segments += 1
 
@@ -362,11 +373,12 @@ class Pipeline:
                 if lane.status == "stopped":
                     continue
                 if lane.finished:
-                    self._emit_status(lane, "stopped", "end of the recording")
+                    why = lane.source.last_error or "end of the recording"
+                    self._emit_status(lane, "stopped", why)
                     continue
                 age = now - lane.last_audio
                 if lane.status == "ok" and age > self.stall_after_s:
-                    cause = lane.source.last_error or "the source delivers nothing"
+                    cause = lane.error or lane.source.last_error or "the source delivers nothing"
                     self._emit_status(lane, "stalled", f"no audio for {age:.1f} s: {cause}")
                 elif lane.status == "stalled" and age <= self.stall_after_s:
                     self._emit_status(lane, "ok", "audio is flowing again")
@@ -406,6 +418,7 @@ class Pipeline:
                 last_audio_age_s=round(now - lane.last_audio, 3) if self._started_at else None,
                 segments=lane.segments,
                 dropped_segments=lane.dropped_segments,
+                pipeline_error=lane.error,
             )
             sources[sid] = entry
         return {

@@ -308,3 +308,24 @@ def test_a_failed_start_leaves_nothing_running(
         pipeline.start()
     assert good._thread is None  # stopped again
     assert not pipeline.running
+
+
+class BrokenSource(GatedSource):
+    """Delivers a malformed block (a source bug): the lane must report it, not vanish."""
+
+    def _to_block(self, item: AudioBlock) -> AudioBlock:
+        block = super()._to_block(item)
+        return replace(block, audio=np.zeros((3, 100), np.float32)) if block.start > 0 else block
+
+
+def test_a_lane_that_fails_is_reported_stalled_with_the_cause(classifier: Classifier) -> None:
+    gate = threading.Event()
+    gate.set()
+    sink = RecordingSink()
+    source = BrokenSource("bug", calls_recording(2, seconds=2.0), gate)
+    with Pipeline([source], classifier, sink, stall_after_s=0.3) as pipeline:
+        wait_for(lambda: "stalled" in sink.status_kinds("bug"))
+        stats = pipeline.stats()
+    assert "pipeline thread failed" in stats["sources"]["bug"]["pipeline_error"]
+    stalled = next(s for s in sink.statuses if s.status == "stalled")
+    assert "ValueError" in stalled.detail
