@@ -102,3 +102,12 @@ def test_systemd_analyze_finds_no_unknown_or_unparsable_key() -> None:
         line for line in result.stderr.splitlines() if "ignoring" in line or "Unknown" in line
     ]
     assert complaints == [], "\n".join(complaints)
+
+
+def test_same_allocator_setting_as_the_image() -> None:
+    """The soak (tests/reliability/test_soak.py) runs with the image's MALLOC_MMAP_THRESHOLD_;
+    the bare-metal unit must run the service the same way."""
+    from tests.deploy import dockerfile as df
+
+    image = df.env(df.instructions(REPO / "Dockerfile"))["MALLOC_MMAP_THRESHOLD_"]
+    assert f"MALLOC_MMAP_THRESHOLD_={image}" in unit()["Service"]["Environment"]
