@@ -246,3 +246,22 @@ def test_cors_allows_only_the_configured_origin(make_service: ServiceFactory) ->
         assert ok.headers.get("access-control-allow-origin") == allowed
         foreign = authed.get("/api/encounters", headers={"Origin": FOREIGN_ORIGIN})
         assert "access-control-allow-origin" not in foreign.headers
+
+
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_a_blank_configured_token_never_opens_the_api(blank: str) -> None:
+    """``PANDAPULSE__SERVER__TOKEN=`` (an empty secret in an env file) must either be refused as
+    configuration or leave the API closed; it must not let ``?token=`` (empty) in."""
+    from model.errors import ConfigError
+    from service.config import load_settings
+
+    try:
+        settings = load_settings(environ={"PANDAPULSE__SERVER__TOKEN": blank})
+    except ConfigError:
+        return  # refused at start-up: the operator is told
+    token = settings.server.token
+    assert token is not None, "a blank token silently turned authentication off"
+    presented = _connection(token.get_secret_value(), query=f"token={blank}")
+    header = _connection(token.get_secret_value(), header=f"Bearer {blank}".rstrip() + " x")
+    assert not auth.is_authorised(presented), "an empty ?token= passes a blank configured token"
+    assert not auth.is_authorised(header)
