@@ -163,7 +163,8 @@ def _cganet_fold(
     if grouped:
         tr_rel, va_rel = group_split(y[train], dataset.groups[train], val_fraction, config.seed)
     else:
-        sss = StratifiedShuffleSplit(n_splits=1, test_size=val_fraction, random_state=config.seed)
+        n_val = max(len(np.unique(y[train])), round(val_fraction * len(train)))
+        sss = StratifiedShuffleSplit(n_splits=1, test_size=n_val, random_state=config.seed)
         tr_rel, va_rel = next(sss.split(y[train], y[train]))
     tr, va = train[tr_rel], train[va_rel]
     result = fit(dataset.features[tr], y[tr], dataset.features[va], y[va], config)
@@ -324,7 +325,15 @@ def plot_confusions(
         ax.imshow(cm, cmap="Blues")
         for i in range(2):
             for j in range(2):
-                ax.text(j, i, str(cm[i, j]), ha="center", va="center", color="black")
+                dark = cm[i, j] > cm.max() / 2
+                ax.text(
+                    j,
+                    i,
+                    str(cm[i, j]),
+                    ha="center",
+                    va="center",
+                    color="white" if dark else "black",
+                )
         ax.set_xticks([0, 1], [f"pred {n}" for n in class_names], fontsize=7)
         ax.set_yticks([0, 1], [f"true {n}" for n in class_names], fontsize=7)
         ax.set_title(METHOD_LABELS[method], fontsize=8)

@@ -1,0 +1,122 @@
+"""Evaluation: metric code against scikit-learn, folds, encounter aggregation, the quick report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from model import baselines
+from model.cli import main
+from model.evaluate import make_folds, unit_accuracy
+from tests.model.test_data import make_folder
+
+# fixed predictions: labels (0 = positive class), P(class 0) with ties and a threshold hit
+Y = np.array([0, 0, 0, 1, 1, 1, 0, 1, 0, 1, 1, 0])
+P = np.array([0.9, 0.8, 0.4, 0.3, 0.6, 0.1, 0.5, 0.5, 0.7, 0.2, 0.7, 0.55])
+
+
+def test_binary_metrics_match_scikit_learn() -> None:
+    got = baselines.binary_metrics(Y, P)
+    pred = np.where(P > 0.5, 0, 1)
+    assert got["accuracy"] == pytest.approx(skm.accuracy_score(Y, pred))
+    assert got["precision"] == pytest.approx(skm.precision_score(Y, pred, pos_label=0))
+    assert got["recall"] == pytest.approx(skm.recall_score(Y, pred, pos_label=0))
+    assert got["f1"] == pytest.approx(skm.f1_score(Y, pred, pos_label=0))
+    assert got["auc"] == pytest.approx(skm.roc_auc_score(Y == 0, P))
+    np.testing.assert_array_equal(
+        baselines.confusion(Y, pred), skm.confusion_matrix(Y, pred, labels=[0, 1])
+    )
+
+
+def test_metric_edge_cases_match_scikit_learn() -> None:
+    y = np.array([1, 1, 0, 0])
+    never_positive = np.array([0.1, 0.2, 0.3, 0.4])
+    got = baselines.binary_metrics(y, never_positive)
+    pred = np.ones(4, dtype=int)
+    assert got["precision"] == skm.precision_score(y, pred, pos_label=0, zero_division=0) == 0
+    assert got["f1"] == skm.f1_score(y, pred, pos_label=0, zero_division=0) == 0
+    assert got["auc"] == pytest.approx(skm.roc_auc_score(y == 0, never_positive))
+    assert np.isnan(baselines.binary_metrics(np.zeros(3, int), np.ones(3))["auc"])
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        y = rng.integers(0, 2, 40)
+        p = np.round(rng.random(40), 1)  # many ties
+        if len(set(y)) == 2:
+            assert baselines.auc_score(y == 0, p) == pytest.approx(skm.roc_auc_score(y == 0, p))
+    assert baselines.mean_std([0.5, 0.7, float("nan")]) == pytest.approx({"mean": 0.6, "std": 0.1})
+
+
+def test_encounter_folds_never_share_a_group() -> None:
+    groups = np.repeat([f"e{i}" for i in range(12)], 4)
+    labels = np.repeat(np.arange(12) % 2, 4)
+    folds = make_folds("encounter", labels, groups, 3, seed=0)
+    assert len(folds) == 3
+    seen = np.concatenate([test for _, test in folds])
+    assert sorted(seen.tolist()) == list(range(48))
+    for train, test in folds:
+        assert not set(groups[train]) & set(groups[test])
+    seg = make_folds("segment", labels, groups, 3, seed=0)
+    assert any(set(groups[tr]) & set(groups[te]) for tr, te in seg)  # the paper's leaky split
+
+
+def test_encounter_accuracy_uses_the_service_rule() -> None:
+    units = np.array(["a", "a", "a", "b", "b", "c"])
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    p = np.array(
+        [0.9, 0.2, 0.6, 0.4, 0.7, 0.5]
+    )  # a: mean .57 -> success; b: .55 -> success (wrong); c: .5 -> failure
+    assert unit_accuracy(units, labels, p, ("success", "failure")) == pytest.approx(2 / 3)
+
+
+def test_baselines_learn_a_separable_problem() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((60, 2, 86, 40)).astype(np.float32)
+    y = np.arange(60) % 2
+    x[y == 0, :, :, :5] += 1.0
+    assert baselines.summary_vector(x).shape == (60, 160)
+    for name in baselines.BASELINES:
+        p = baselines.fit_predict_baseline(name, x[:40], y[:40], x[40:])
+        assert baselines.binary_metrics(y[40:], p)["accuracy"] >= 0.9, name
+
+
+@pytest.mark.slow
+def test_quick_evaluation_writes_the_report(tmp_path: Path) -> None:
+    data = make_folder(tmp_path / "data", n=12, seconds=2.0)
+    out = tmp_path / "report"
+    rc = main(
+        [
+            "evaluate",
+            str(data),
+            "--out",
+            str(out),
+            "--quick",
+            "--no-progress",
+            "--no-detector",
+            "--batch-size",
+            "8",
+        ]
+    )
+    assert rc == 0
+    report = json.loads((out / "report.json").read_text())
+    for mode in ("segment", "encounter"):
+        for method in ("cganet", "svm", "flda", "cganet_combined"):
+            for metric in ("accuracy", "f1", "recall", "precision", "auc"):
+                entry = report[mode][method][metric]
+                assert set(entry) == {"mean", "std"}
+        assert len(report[mode]["cganet"]["folds"]) == 2
+    assert report["settings"]["epochs"] == 1 and report["segments_used"] == 12
+    for name in (
+        "roc_segment",
+        "roc_encounter",
+        "confusion_segment",
+        "confusion_encounter",
+        "attention",
+        "tsne",
+    ):
+        assert (out / f"{name}.png").stat().st_size > 1000
+    text = (out / "report.md").read_text()
+    assert "Table 1" in text and "Table 2" in text and "| 500 |" in text
