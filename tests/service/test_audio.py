@@ -257,3 +257,14 @@ def test_spectrogram_shows_a_tone_in_its_band() -> None:
     assert abs(mean[band] - (70 / 90) * 255) < 15
     silent = SpectrogramStage("x").push(np.zeros((2, SR // 2), np.float32))
     assert all(int(e.columns.max()) == 0 for e in silent)
+
+
+def test_device_clock_skips_an_outage() -> None:
+    source = DeviceSource("card")
+    data = np.zeros((1024, 2), np.float32)
+    t0 = time.monotonic()
+    first = source._to_block((data, t0))
+    source._gap_from = t0  # the stream was lost just after that block...
+    after = source._to_block((data, t0 + 3.0))  # ...and its next block arrived 3 s later
+    assert first is not None and after is not None
+    assert after.start - first.end == round((3.0 - 1024 / SR) * SR)
