@@ -636,6 +636,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--predict", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--latency", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--write", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads for the service (default: torch's)"
+    )
     parser.add_argument("--ws-client", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.ws_client:
@@ -644,6 +647,10 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     m = machine()
     print(
         f"machine: {m['cpu']}, {m['cores']} cores, {m['memory']}, GPU {m['gpu']}, load {m['load']}",
