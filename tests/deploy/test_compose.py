@@ -124,3 +124,17 @@ def test_demo_profile_runs_the_synthetic_source_on_loopback() -> None:
     demo_data = [v.split(":")[0] for v in svc["volumes"] if v.endswith(":/data")]
     live_data = [v.split(":")[0] for v in live()["volumes"] if v.endswith(":/data")]
     assert demo_data and demo_data != live_data
+
+
+def test_the_documented_config_file_works_with_the_compose_environment() -> None:
+    """`cp pandapulse.example.yaml pandapulse.yaml` + the compose environment is valid config,
+    and the environment wins where both speak (interface, data directory, model, token)."""
+    host_env = {"PANDAPULSE_TOKEN": "from-the-host"}
+    image_env = df.env(df.instructions(REPO / "Dockerfile"))
+    env = image_env | {k: interpolate(str(v), host_env) for k, v in live()["environment"].items()}
+    settings = load_settings(REPO / "deploy" / "pandapulse.example.yaml", environ=env)
+    assert settings.server.host == "0.0.0.0"
+    assert str(settings.storage.data_dir) == "/data"
+    assert str(settings.inference.model_path) == "/models/cganet.safetensors"
+    assert settings.server.token is not None
+    assert any(s.kind == "sounddevice" for s in settings.sources)
