@@ -78,6 +78,8 @@ def test_hardening() -> None:
         "RestrictSUIDSGID": "yes",
         "LockPersonality": "yes",
         "DevicePolicy": "closed",
+        "SystemCallFilter": "@system-service",
+        "SystemCallErrorNumber": "EPERM",
     }
     for key, value in expected.items():
         assert svc[key] == [value], key
