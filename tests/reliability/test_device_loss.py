@@ -22,7 +22,7 @@ from tests.reliability.conftest import ServiceFactory, tone_file
 from tests.reliability.record import record
 
 STALL_AFTER_S = 2.0
-ALERT_GRACE_S = 3.0
+ALERT_GRACE_S = 5.0
 """Beyond stall_after_s: the watchdog polls every min(0.5, stall_after_s / 4) s, and the alert
 is stored by the storage thread; this bounds the wait, it is not a latency target."""
 RECOVERY_BOUND_S = 60.0
