@@ -52,6 +52,15 @@ class ServerSettings(_Section):
     port: int = Field(default=8000, ge=1, le=65535)
     token: SecretStr | None = None
     """Bearer token required on every route but /healthz; None (no token) leaves the API open."""
+
+    @field_validator("token")
+    @classmethod
+    def _check_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # An empty line in an env file must not become a token that an empty ?token= matches.
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("the token is blank: set a long random string, or leave it out")
+        return value
+
     cors_origins: list[str] = Field(default_factory=list)
     """Origins allowed to call the API from a browser page they serve; [] = CORS closed."""
     max_upload_mb: float = Field(default=800.0, gt=0, le=16_384)

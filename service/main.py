@@ -9,11 +9,13 @@ dashboard URL. The token comes from ``--token``, else ``PANDAPULSE_TOKEN``, else
 from __future__ import annotations
 
 import argparse
+import ctypes
 import ipaddress
 import logging
 import os
 import secrets
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,10 @@ from service.config import Settings, load_settings
 log = logging.getLogger(__name__)
 
 TOKEN_ENV = "PANDAPULSE_TOKEN"
+M_MMAP_THRESHOLD = -3
+"""glibc's ``mallopt`` parameter number for the mmap threshold (malloc.h)."""
+MMAP_THRESHOLD_BYTES = 128 * 1024
+"""glibc's initial threshold; fixing it stops the dynamic raise (see ``_fix_mmap_threshold``)."""
 DEMO_TOKEN_BYTES = 18
 """Entropy of a generated demo token (bytes; 24 URL-safe characters)."""
 
@@ -107,12 +113,31 @@ def dashboard_url(settings: Settings, *, with_token: bool = False) -> str:
     return f"{url}?token={token.get_secret_value()}" if with_token and token else url
 
 
+def _fix_mmap_threshold() -> None:
+    """Pin glibc's mmap threshold at its initial 128 KiB, as ``MALLOC_MMAP_THRESHOLD_`` would.
+
+    The pipeline frees many buffers just above 128 KiB (blocks, segments, STFT frames) on
+    several threads; glibc then raises the threshold and serves them from the heap, which
+    fragments, and resident memory creeps up hour after hour (RELIABILITY.md, finding 3).
+    The Dockerfile and systemd unit set the variable; this covers a hand-started service.
+    """
+    if not sys.platform.startswith("linux") or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return  # not glibc (musl, ...): nothing to pin
+    if libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) != 1:
+        log.debug("mallopt(M_MMAP_THRESHOLD) refused; allocator left as it is")
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.api.app import create_app
 
     settings, generated = build_settings(args)
+    _fix_mmap_threshold()
     model = settings.inference.model_path
     if not model.is_file():
         raise CheckpointError(

@@ -35,13 +35,12 @@ def presented_tokens(conn: HTTPConnection) -> list[str]:
     found = []
     header = conn.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer" and value:
+    if scheme.lower() == "bearer":
         found.append(value.strip())
-    if QUERY_NAME in conn.query_params:
-        found.append(conn.query_params[QUERY_NAME])
-    if COOKIE_NAME in conn.cookies:
-        found.append(conn.cookies[COOKIE_NAME])
-    return found
+    found.append(conn.query_params.get(QUERY_NAME, ""))
+    found.append(conn.cookies.get(COOKIE_NAME, ""))
+    # An empty value is never a credential, whatever the configuration says.
+    return [t for t in found if t]
 
 
 def is_authorised(conn: HTTPConnection) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from http import HTTPStatus
 
 from fastapi import FastAPI, Request
@@ -28,10 +29,21 @@ class ApiError(Exception):
         self.headers = headers
 
 
+_OBJECT_REPR = re.compile(r"<[^<>]*? (?:object )?at 0x[0-9a-fA-F]+>")
+_TEMP_PATH = re.compile(r"/tmp/[^\s'\"]*")
+
+
+def clean_detail(detail: str) -> str:
+    """``detail`` without Python object reprs (heap addresses) or temporary paths, which
+    libraries put in their messages and a keeper has no use for."""
+    return _TEMP_PATH.sub("the upload", _OBJECT_REPR.sub("the upload", detail))
+
+
 def error_response(
     status: int, error: str, detail: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
-    return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
+    body = {"error": error, "detail": clean_detail(detail)}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _code(status: int) -> str:

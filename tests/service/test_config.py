@@ -91,6 +91,8 @@ def test_unknown_env_section_refused() -> None:
         ("server: {port: 70000}", "server.port"),
         ("inference: {device: gpu}", "device 'gpu' is not supported"),
         ("alerts: {retry_schedule_s: []}", "retry_schedule_s"),
+        ("server: {token: ''}", "server.token: the token is blank"),
+        ("server: {token: '   '}", "server.token: the token is blank"),
     ],
 )
 def test_cross_field_and_range_errors(tmp_path: Path, text: str, message: str) -> None:
