@@ -1,3 +1,4 @@
-"""The deploy tests share the reliability suite's PulseAudio fixture (doctor's capture check)."""
+"""The deploy tests share the reliability suite's fixtures: the PulseAudio server (doctor's
+capture check) and the service subprocess factory (backup procedure)."""
 
-from tests.reliability.conftest import pulse  # noqa: F401
+from tests.reliability.conftest import make_service, pulse  # noqa: F401
