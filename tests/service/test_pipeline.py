@@ -98,6 +98,33 @@ def recording_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def predict_answer(
+    recording_file: Path, untrained_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """What the service's ``POST /predict`` answers for ``recording_file``."""
+    from fastapi.testclient import TestClient
+
+    from service.api import create_app
+    from service.config import load_settings
+
+    settings = load_settings(
+        environ={},
+        overrides={
+            "sources": [
+                {"id": "idle", "kind": "file", "path": str(recording_file), "realtime": False}
+            ],
+            "inference": {"model": str(untrained_checkpoint), "device": "cpu"},
+            "storage": {"data_dir": str(tmp_path_factory.mktemp("predict-data"))},
+        },
+    )
+    with TestClient(create_app(settings)) as client:
+        r = client.post("/predict", files={"file": ("calls.wav", recording_file.read_bytes())})
+    assert r.status_code == 200, r.text
+    answer: dict[str, Any] = r.json()
+    return answer
+
+
 def run_replay(
     path: Path, classifier: Classifier, sizes: list[int], **kwargs: Any
 ) -> RecordingSink:
@@ -111,7 +138,11 @@ def run_replay(
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sizes=st.lists(st.integers(1, 20_000), min_size=1, max_size=5), max_batch=st.integers(1, 8))
 def test_streaming_equals_batch(
-    classifier: Classifier, recording_file: Path, sizes: list[int], max_batch: int
+    classifier: Classifier,
+    recording_file: Path,
+    predict_answer: dict[str, Any],
+    sizes: list[int],
+    max_batch: int,
 ) -> None:
     if max(sizes) < 300:
         sizes = [s + 300 for s in sizes]  # tiny blocks only slow the test down here
@@ -120,6 +151,13 @@ def test_streaming_equals_batch(
     offline = analyse(recording, classifier)
     live = sorted(sink.segments, key=lambda s: s.start)
     assert len(live) == len(offline["segments"]) >= 5
+    # The service's /predict answers as analyse does, so the live segments match it too
+    # (to rounding: its batches differ from this classifier's).
+    assert len(predict_answer["segments"]) == len(offline["segments"])
+    for served, want in zip(predict_answer["segments"], offline["segments"], strict=True):
+        assert (served["start_s"], served["end_s"]) == (want["start_s"], want["end_s"])
+        assert served["p_success"] == pytest.approx(want["p_success"], abs=2e-4)
+        assert np.allclose(served["attention"], want["attention"], atol=2e-4)
     for got, want in zip(live, offline["segments"], strict=True):
         assert round(got.start / SR, 3) == want["start_s"]
         assert round(got.end / SR, 3) == want["end_s"]
