@@ -158,16 +158,13 @@ def test_image_ships_the_demo_model_its_default_start_uses() -> None:
 
 
 @pytest.mark.slow
-def test_image_start_command_serves_health_and_readiness(
-    tmp_path: Path, untrained_checkpoint: Path
-) -> None:
+def test_image_start_command_serves_health_and_readiness(tmp_path: Path) -> None:
     """ENTRYPOINT + CMD as written, with the image's ENV, outside Docker.
 
     What changes, because this is not a container: the port (a free one), the interface
-    (127.0.0.1, not 0.0.0.0), the data directory (a temporary one, not /data), the model (the
-    suite's untrained checkpoint; the demo model's presence is the test above), and a token
-    (PANDAPULSE_TOKEN, as the compose file sets it) so /readyz can be asked. The source is the
-    image's default: the synthetic demo source.
+    (127.0.0.1, not 0.0.0.0), the data directory (a temporary one, not /data), and a token
+    (PANDAPULSE_TOKEN, as the compose file sets it) so /readyz can be asked. The source (the
+    synthetic demo source) and the model (the bundled demo model) are the image's defaults.
     """
     port = free_port()
     token = "start-command-test-token"
@@ -176,7 +173,6 @@ def test_image_start_command_serves_health_and_readiness(
         "PANDAPULSE__SERVER__PORT": str(port),
         "PANDAPULSE__SERVER__HOST": "127.0.0.1",
         "PANDAPULSE__STORAGE__DATA_DIR": str(tmp_path / "data"),
-        "PANDAPULSE__INFERENCE__MODEL": str(untrained_checkpoint),
         "PANDAPULSE_TOKEN": token,
     }
     argv = df.start_command(INSTS)
