@@ -81,9 +81,20 @@ async def sources(rt: RuntimeDep) -> list[SourceInfo]:
     return rt.sources()
 
 
-@router.get("/", include_in_schema=False)
+@public.get("/", include_in_schema=False)
 async def index(request: Request) -> Response:
-    """The dashboard. A valid ``?token=`` also sets the session cookie for its other files."""
+    """The dashboard. A valid ``?token=`` also sets the session cookie for its other files.
+
+    Without a valid token the answer is 401, as for every route but ``/healthz``; its body is a
+    self-contained sign-in page (no data, no other files) so a keeper's browser can log in.
+    """
+    if not is_authorised(request):
+        login = (WEB_DIR / "login.html").read_text(encoding="utf-8")
+        return HTMLResponse(
+            login,
+            status_code=401,
+            headers={"Cache-Control": "no-store", "WWW-Authenticate": "Bearer"},
+        )
     page = WEB_DIR / "index.html"
     response: Response = FileResponse(page) if page.is_file() else HTMLResponse(_NO_DASHBOARD)
     response.headers["Cache-Control"] = "no-store"

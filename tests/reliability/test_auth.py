@@ -22,7 +22,7 @@ from tests.reliability.conftest import ServiceFactory
 from tests.reliability.record import record
 from tests.reliability.server import REPO
 
-PROTECTED = ["/readyz", "/stats", "/metrics", "/api/sources", "/api/encounters", "/api/alerts", "/"]
+PROTECTED = ["/readyz", "/stats", "/metrics", "/api/sources", "/api/encounters", "/api/alerts"]
 FOREIGN_ORIGIN = "http://evil.example"
 
 
@@ -158,6 +158,10 @@ def test_running_service_auth_logs_and_cors(make_service: ServiceFactory) -> Non
             r = anon.get(path)
             assert r.status_code == 401, (path, r.status_code)
             assert r.json()["error"] == "unauthorized" and r.json()["detail"]
+        # The page answers 401 too, with a sign-in form that holds no data and loads nothing.
+        page = anon.get("/")
+        assert page.status_code == 401 and 'id="login-form"' in page.text
+        assert "app.js" not in page.text and "/static/" not in page.text
         for wrong in (
             "x",
             token[:-1],

@@ -116,7 +116,11 @@ def test_every_route_but_healthz_needs_the_token(client: TestClient) -> None:
         ):
             r = client.request(method, _fill(path), headers=headers)
             assert r.status_code == 401, (method, path, r.status_code)
-            assert r.json()["error"] == "unauthorized"
+            if path == "/":
+                # The page itself: a self-contained sign-in form, and no dashboard.
+                assert 'id="login-form"' in r.text and "app.js" not in r.text
+            else:
+                assert r.json()["error"] == "unauthorized"
     for url in ("/ws/live", "/ws/live?token=wrong"):
         with pytest.raises(WebSocketDisconnect) as refused, client.websocket_connect(url) as ws:
             ws.receive_text()
