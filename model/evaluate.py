@@ -683,6 +683,90 @@ def evaluate(
     return report
 
 
+def score_checkpoint(
+    checkpoint_path: Path,
+    data_dir: Path,
+    out_dir: Path,
+    *,
+    build_kwargs: dict[str, Any],
+    device: str | None,
+) -> dict[str, Any]:
+    """Score a trained checkpoint on a held-out dataset folder: metrics, figures, report files."""
+    from model import checkpoint
+
+    started = time.perf_counter()
+    network, meta = checkpoint.load(checkpoint_path)
+    class_names = tuple(meta["class_names"])
+    kind = str(meta["feature_config"]["kind"])
+    data = build_dataset(data_dir, feature=kind, classes=class_names, **build_kwargs)  # type: ignore[arg-type]
+    dev = choose_device(device)
+    out = forward_all(network.to(dev), data.features, dev)
+    share = (out.totals / C.N_FRAMES).numpy().astype(np.float64)
+    pred = np.where(share[:, 0] > share[:, 1], 0, 1)
+    metrics = baselines.binary_metrics(data.labels, share[:, 0], pred)
+    units, unit_name = aggregation_units(data)
+    enc = unit_accuracy(units, data.labels, share[:, 0], data.class_names)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fold = FoldOutput(
+        np.arange(len(data)),
+        share[:, 0],
+        metrics,
+        enc,
+        out.attention.numpy(),
+        out.embedding.numpy(),
+    )
+    plot_roc(
+        {"cganet": [fold]},
+        data.labels,
+        f"ROC, {checkpoint_path.name} on {data_dir.name}",
+        out_dir / "roc_test.png",
+    )
+    plot_confusions(
+        {"cganet": [fold]},
+        data.labels,
+        data.class_names,
+        "Confusion matrix, held-out test",
+        out_dir / "confusion_test.png",
+    )
+    plot_attention([fold], data.labels, data.class_names, out_dir / "attention_test.png")
+    report = {
+        "checkpoint": str(checkpoint_path),
+        "model_version": meta.get("model_version"),
+        "class_names": list(data.class_names),
+        "dataset": data.summary,
+        "test": {"cganet": {**metrics, "encounter_accuracy": enc}},
+        "aggregation_unit": unit_name,
+        "units": len(np.unique(units)),
+        "machine": machine_info(),
+        "wall_time_s": round(time.perf_counter() - started, 1),
+    }
+    (out_dir / "test.json").write_text(json.dumps(report, indent=2) + "\n")
+    lines = [
+        f"# Held-out test: `{checkpoint_path.name}` (model {meta.get('model_version')}) on `{data_dir}`",
+        "",
+        f"{len(data)} segments from {data.summary['recordings']} recordings in {data.summary['groups']} groups"
+        f" ({data.class_counts()}); none of them was seen in training.",
+        "",
+        "| accuracy | F1 | recall | precision | AUC | "
+        + f"{unit_name}-level accuracy ({len(np.unique(units))}) |",
+        "|---|---|---|---|---|---|",
+        "| "
+        + " | ".join(f"{100 * metrics[m]:.1f}" for m in baselines.METRICS)
+        + f" | {100 * enc:.1f} |",
+        "",
+        f"Class 0 ({data.class_names[0]}) is positive; percentages.",
+        "",
+        "![ROC](roc_test.png)",
+        "",
+        "![confusion](confusion_test.png)",
+        "",
+        "![attention](attention_test.png)",
+        "",
+    ]
+    (out_dir / "test.md").write_text("\n".join(lines))
+    return report
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
     parser.add_argument(
@@ -707,6 +791,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--title", default=None, help="report title (default: the folder name)")
     parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="instead of cross validation, score this trained checkpoint on DATA_DIR (a held-out"
+        " test set) and write test.md / test.json",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help=f"smoke run: {QUICK['folds']} folds, {QUICK['epochs']} epoch, at most {QUICK['max_segments']} segments",
@@ -719,6 +810,24 @@ def _modes(text: str) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
+    if args.checkpoint is not None:
+        test = score_checkpoint(
+            args.checkpoint,
+            args.data_dir,
+            args.out,
+            build_kwargs={
+                "group_col": args.group_col,
+                "label_col": args.label_col,
+                "cache_dir": args.cache_dir,
+                "use_detector": not args.no_detector,
+            },
+            device=args.device,
+        )
+        m = test["test"]["cganet"]
+        print(
+            "  ".join(f"{k} {100 * v:.1f}" for k, v in m.items()) + f"  -> {args.out / 'test.md'}"
+        )
+        return 0
     folds, epochs, max_segments = args.folds, args.epochs, args.max_segments
     if args.quick:
         folds, epochs = QUICK["folds"], QUICK["epochs"]

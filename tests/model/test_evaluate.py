@@ -120,3 +120,23 @@ def test_quick_evaluation_writes_the_report(tmp_path: Path) -> None:
         assert (out / f"{name}.png").stat().st_size > 1000
     text = (out / "report.md").read_text()
     assert "Table 1" in text and "Table 2" in text and "| 500 |" in text
+
+
+def test_checkpoint_scored_on_a_held_out_folder(tmp_path: Path, untrained_checkpoint: Path) -> None:
+    data = make_folder(tmp_path / "data", n=4, seconds=2.0)
+    out = tmp_path / "test"
+    args = [
+        "evaluate",
+        str(data),
+        "--out",
+        str(out),
+        "--checkpoint",
+        str(untrained_checkpoint),
+        "--no-detector",
+    ]
+    assert main(args) == 0
+    report = json.loads((out / "test.json").read_text())
+    got = report["test"]["cganet"]
+    assert set(got) == {"accuracy", "f1", "recall", "precision", "auc", "encounter_accuracy"}
+    assert report["dataset"]["segments"] == 4 and report["aggregation_unit"] == "recording"
+    assert (out / "roc_test.png").is_file() and "Held-out test" in (out / "test.md").read_text()
