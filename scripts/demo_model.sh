@@ -16,6 +16,8 @@ PATIENCE=${PATIENCE:-3}                # early stopping, epochs without a better
 MAX_SEGMENTS=${MAX_SEGMENTS-600}       # random subsample for training; empty: all segments
 EVAL_EPOCHS=${EVAL_EPOCHS:-3}
 EVAL_MAX_SEGMENTS=${EVAL_MAX_SEGMENTS-240}
+TEST_ENCOUNTERS=${TEST_ENCOUNTERS:-24}    # a held-out synthetic set with its own seed
+TEST_SEED=${TEST_SEED:-2}
 MODEL=${MODEL:-model/assets/demo-model.safetensors}
 REPORT=${REPORT:-docs/reports/synthetic}
 
@@ -35,4 +37,12 @@ echo "== evaluate -> $REPORT"
     --title "Synthetic giant panda encounters ($ENCOUNTERS encounters, seed $SEED): success vs failure" \
     --no-progress
 
-echo "== done: $MODEL, $REPORT/report.md"
+test_data="$WORK/synth-${TEST_ENCOUNTERS}-s${TEST_SEED}"
+if [[ ! -f "$test_data/manifest.csv" ]]; then
+    echo "== synth (held-out test set): $TEST_ENCOUNTERS encounters, seed $TEST_SEED -> $test_data"
+    "$PANDAPULSE" synth "$test_data" --encounters "$TEST_ENCOUNTERS" --seed "$TEST_SEED"
+fi
+echo "== held-out test of $MODEL -> $REPORT/test.md"
+"$PANDAPULSE" evaluate "$test_data" --out "$REPORT" --checkpoint "$MODEL"
+
+echo "== done: $MODEL, $REPORT/report.md, $REPORT/test.md"
