@@ -172,7 +172,7 @@ class Hub:
                 # A send to a stalled client never returns: a kick must cancel it.
                 asyncio.create_task(client.wait_closed()),
             }
-            _done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in pending:
                 task.cancel()
             for task in pending:
@@ -180,6 +180,11 @@ class Hub:
                     asyncio.CancelledError, WebSocketDisconnect, RuntimeError, OSError
                 ):
                     await task
+            # Collect why the finished task ended (a client that vanished mid-send), so asyncio
+            # does not log "Task exception was never retrieved" for every dropped connection.
+            for task in done:
+                if not task.cancelled() and (error := task.exception()) is not None:
+                    log.debug("WebSocket client gone: %s", error)
             if client.too_slow:
                 with contextlib.suppress(TimeoutError, RuntimeError, OSError, WebSocketDisconnect):
                     await asyncio.wait_for(
