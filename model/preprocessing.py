@@ -63,31 +63,23 @@ class Segment:
         return self.end / C.SAMPLE_RATE
 
 
-def to_model_audio(data: np.ndarray, sample_rate: int) -> Recording:
-    """Validate and convert decoded audio to the model's format.
-
-    Parameters
-    ----------
-    data : np.ndarray, shape (n,) or (n, channels) as soundfile returns it, any float dtype
-    sample_rate : int, Hz, between 8,000 and 192,000
-    """
+def _check_format(sample_rate: int, channels: int) -> None:
     if not C.MIN_INPUT_RATE <= sample_rate <= C.MAX_INPUT_RATE:
         raise AudioError(
             f"sample rate {sample_rate} Hz is not supported: use {C.MIN_INPUT_RATE}"
             f" to {C.MAX_INPUT_RATE} Hz"
         )
-    data = np.asarray(data, dtype=np.float32)
-    if data.ndim == 1:
-        data = data[:, None]
-    if data.ndim != 2 or data.shape[1] not in (1, 2):
-        channels = data.shape[1] if data.ndim == 2 else data.ndim
+    if channels not in (1, 2):
         raise AudioError(f"{channels} channels are not supported: use mono or stereo audio")
-    if data.shape[0] == 0:
+
+
+def _from_planar(audio: np.ndarray, sample_rate: int) -> Recording:
+    """(1 or 2, n) float32 at ``sample_rate`` -> a ``Recording``; may reuse ``audio``'s memory."""
+    if audio.shape[1] == 0:
         raise AudioError("the recording holds no samples")
-    if not np.isfinite(data).all():
+    if not np.isfinite(audio).all():
         raise AudioError("the recording holds NaN or infinite samples")
-    mono = data.shape[1] == 1
-    audio = np.ascontiguousarray(data.T)
+    mono = audio.shape[0] == 1
     if mono:
         audio = np.repeat(audio, C.N_CHANNELS, axis=0)
     if sample_rate != C.SAMPLE_RATE:
@@ -97,16 +89,55 @@ def to_model_audio(data: np.ndarray, sample_rate: int) -> Recording:
     )
 
 
+def to_model_audio(data: np.ndarray, sample_rate: int) -> Recording:
+    """Validate and convert decoded audio to the model's format.
+
+    Parameters
+    ----------
+    data : np.ndarray, shape (n,) or (n, channels) as soundfile returns it, any float dtype
+    sample_rate : int, Hz, between 8,000 and 192,000
+    """
+    data = np.asarray(data, dtype=np.float32)
+    if data.ndim == 1:
+        data = data[:, None]
+    _check_format(sample_rate, data.shape[1] if data.ndim == 2 else data.ndim)
+    return _from_planar(np.ascontiguousarray(data.T), sample_rate)
+
+
+READ_BLOCK_FRAMES = 1 << 18
+"""Frames decoded at a time by ``load`` (about 6 s at 44.1 kHz)."""
+PREALLOCATE_FRAMES = 1 << 28
+"""``load`` trusts a file header's length up to this many frames (about 100 min at 44.1 kHz);
+beyond it, the array grows as audio actually arrives, so a header that lies costs nothing."""
+
+
 def load(source: str | Path | BinaryIO | bytes) -> Recording:
-    """Decode any format soundfile reads (WAV, FLAC, OGG, MP3, ...) into a ``Recording``."""
+    """Decode any format soundfile reads (WAV, FLAC, OGG, MP3, ...) into a ``Recording``.
+
+    The rate and channel count are checked from the header before any audio is decoded, and
+    the audio is decoded block by block straight into one (channels, n) array, so a long
+    recording costs its own size in memory, not twice that.
+    """
     if isinstance(source, bytes):
         source = io.BytesIO(source)
+    name = source if isinstance(source, str | Path) else "the upload"
     try:
-        data, rate = sf.read(source, dtype="float32", always_2d=True)
+        with sf.SoundFile(source) as handle:
+            rate, channels = int(handle.samplerate), int(handle.channels)
+            _check_format(rate, channels)
+            audio = np.empty((channels, min(max(handle.frames, 0), PREALLOCATE_FRAMES)), np.float32)
+            filled = 0
+            for block in handle.blocks(READ_BLOCK_FRAMES, dtype="float32", always_2d=True):
+                end = filled + len(block)
+                if end > audio.shape[1]:  # the header under-stated the length
+                    grown = np.empty((channels, max(end, 2 * audio.shape[1])), np.float32)
+                    grown[:, :filled] = audio[:, :filled]
+                    audio = grown
+                audio[:, filled:end] = block.T
+                filled = end
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
-        name = source if isinstance(source, str | Path) else "the upload"
         raise AudioError(f"cannot decode {name}: {err}; use WAV, FLAC, OGG or MP3") from err
-    return to_model_audio(data, int(rate))
+    return _from_planar(audio[:, :filled], rate)
 
 
 def normalise_peak(audio: np.ndarray) -> np.ndarray:

@@ -102,3 +102,32 @@ def test_tile_covers_a_recording_and_stack_batches() -> None:
     assert len(segments) == 3
     assert P.stack(segments).shape == (3, 2, C.SEGMENT_SAMPLES)
     assert P.stack([]).shape == (0, 2, C.SEGMENT_SAMPLES)
+
+
+@pytest.mark.parametrize("preallocate", [P.PREALLOCATE_FRAMES, 1000])
+def test_block_decoding_equals_reading_the_whole_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, preallocate: int
+) -> None:
+    # 1000 frames preallocated: the array must grow as the audio arrives (a header that
+    # under-states the length, or a format without one).
+    monkeypatch.setattr(P, "PREALLOCATE_FRAMES", preallocate)
+    monkeypatch.setattr(P, "READ_BLOCK_FRAMES", 777)
+    rng = np.random.default_rng(5)
+    data = (rng.standard_normal((10_001, 2)) * 0.3).astype(np.float32)
+    path = tmp_path / "x.flac"
+    sf.write(path, data, C.SAMPLE_RATE, subtype="PCM_24")
+    expected, _ = sf.read(path, dtype="float32")
+    audio = P.load(path).audio
+    assert audio.flags.c_contiguous and audio.dtype == np.float32
+    assert np.array_equal(audio, expected.T)
+
+
+def test_rate_and_channels_are_refused_before_decoding(tmp_path: Path) -> None:
+    path = tmp_path / "eight.wav"
+    sf.write(path, np.zeros((10, 8)), C.SAMPLE_RATE)
+    with pytest.raises(AudioError, match="8 channels"):
+        P.load(path)
+    path = tmp_path / "slow.wav"
+    sf.write(path, np.zeros((10, 1)), 4_000)
+    with pytest.raises(AudioError, match="4000 Hz"):
+        P.load(path)
