@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,7 @@ import torch
 
 from model import checkpoint
 from model.network import CGANet
+from tests.pulse import PulseError, PulseServer, missing_tools, refresh_portaudio
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -39,3 +42,33 @@ def untrained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "untrained.safetensors"
     checkpoint.save(path, CGANet(), {"data": {"note": "untrained weights for tests only"}})
     return path
+
+
+@pytest.fixture
+def pulse(monkeypatch: pytest.MonkeyPatch) -> Iterator[PulseServer]:
+    """A private PulseAudio server with the null sink ``enclosure``; this process's environment
+    points PulseAudio clients (ALSA's ``pulse`` device included) at it, so capturing
+    ``enclosure.monitor`` records what is played into the sink. Skipped only where PulseAudio
+    cannot be installed at all; a missing install that scripts/setup.sh would fix fails."""
+    missing = missing_tools()
+    if missing:
+        if shutil.which("apt-get") is None:
+            pytest.skip(f"PulseAudio is not installable here ({', '.join(missing)} missing)")
+        pytest.fail(f"PulseAudio tools missing: {', '.join(missing)}; run scripts/setup.sh")
+    try:
+        import sounddevice  # noqa: F401  (loads libportaudio2)
+    except OSError as err:
+        pytest.fail(f"PortAudio is missing ({err}); run scripts/setup.sh")
+    server = PulseServer()
+    try:
+        server.start()
+    except PulseError as err:
+        server.stop()
+        pytest.fail(f"cannot start a private PulseAudio server: {err}")
+    for name, value in server.env.items():
+        monkeypatch.setenv(name, value)
+    refresh_portaudio()
+    try:
+        yield server
+    finally:
+        server.stop()

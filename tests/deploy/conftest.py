@@ -1,4 +1,4 @@
-"""The deploy tests share the reliability suite's fixtures: the PulseAudio server (doctor's
-capture check) and the service subprocess factory (backup procedure)."""
+"""The deploy tests share the reliability suite's service subprocess factory (backup
+procedure); the PulseAudio server fixture comes from tests/conftest.py."""
 
-from tests.reliability.conftest import make_service, pulse  # noqa: F401
+from tests.reliability.conftest import make_service  # noqa: F401

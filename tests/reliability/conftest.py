@@ -82,36 +82,6 @@ def make_service(tmp_path: Path, untrained_checkpoint: Path) -> Iterator[Service
         service.__exit__()
 
 
-@pytest.fixture
-def pulse(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """A private PulseAudio server (``tests.pulse.PulseServer``) with the null sink
-    ``enclosure``; this process's environment points PulseAudio clients at it (so a service
-    started from here captures ``enclosure.monitor`` through ALSA's ``pulse`` device).
-    Skipped only where PulseAudio cannot be installed at all."""
-    import shutil
-
-    from tests.pulse import PulseError, PulseServer, missing_tools, refresh_portaudio
-
-    missing = missing_tools()
-    if missing:
-        if shutil.which("apt-get") is None:
-            pytest.skip(f"PulseAudio is not installable here ({', '.join(missing)} missing)")
-        pytest.fail(f"PulseAudio tools missing: {', '.join(missing)}; run scripts/setup.sh")
-    server = PulseServer()
-    try:
-        server.start()
-    except PulseError as err:
-        server.stop()
-        pytest.fail(f"cannot start a private PulseAudio server: {err}")
-    for name, value in server.env.items():
-        monkeypatch.setenv(name, value)
-    refresh_portaudio()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def tone_file(path: Path, seconds: float, *, level: float = 0.25, freq: float = 440.0) -> Path:
     """A stereo 44.1 kHz float WAV tone to play into the null sink."""
     import numpy as np

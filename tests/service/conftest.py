@@ -131,37 +131,3 @@ def alert_msg(alert_id: int) -> AlertMsg:
             acknowledged_by=None,
         ),
     )
-
-
-@pytest.fixture
-def pulse(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """A running private PulseAudio server (``tests.pulse.PulseServer``) with the null sink
-    ``enclosure``; this process's environment points PulseAudio clients (ALSA's ``pulse``
-    device included) at it, capturing ``enclosure.monitor``. Skipped only where PulseAudio
-    cannot be installed at all; a missing install that scripts/setup.sh would fix fails."""
-    import shutil
-
-    from tests.pulse import PulseError, PulseServer, missing_tools, refresh_portaudio
-
-    missing = missing_tools()
-    if missing:
-        if shutil.which("apt-get") is None:
-            pytest.skip(f"PulseAudio is not installable here ({', '.join(missing)} missing)")
-        pytest.fail(f"PulseAudio tools missing: {', '.join(missing)}; run scripts/setup.sh")
-    try:
-        import sounddevice  # noqa: F401  (loads libportaudio2)
-    except OSError as err:
-        pytest.fail(f"PortAudio is missing ({err}); run scripts/setup.sh")
-    server = PulseServer()
-    try:
-        server.start()
-    except PulseError as err:
-        server.stop()
-        pytest.fail(f"cannot start a private PulseAudio server: {err}")
-    for name, value in server.env.items():
-        monkeypatch.setenv(name, value)
-    refresh_portaudio()
-    try:
-        yield server
-    finally:
-        server.stop()
