@@ -32,7 +32,6 @@ import datetime as dt
 import json
 import os
 import platform
-import re
 import socket
 import subprocess
 import sys
@@ -50,12 +49,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python bench/latency_bench.py` puts bench/, not the repo, first
     sys.path.insert(0, str(REPO))
 
+from bench.benchmarks_md import BENCHMARKS, write_section  # noqa: E402
 from model import constants as C  # noqa: E402
 
 SR = C.SAMPLE_RATE
-BENCHMARKS = REPO / "BENCHMARKS.md"
 SECTION = "## Live latency"
-BEGIN, END = "<!-- latency_bench:begin -->", "<!-- latency_bench:end -->"
 TOKEN = "bench-token"
 LATENCY_SOURCES = 4
 """Enclosures in the latency run (a typical site)."""
@@ -591,20 +589,6 @@ def report(
     return "\n".join(lines).rstrip("\n")
 
 
-def write_section(block: str) -> None:
-    """Replace the generated block of the "Live latency" section, creating what is missing."""
-    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
-    generated = f"{BEGIN}\n{block}\n{END}"
-    if BEGIN in text and END in text:
-        pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
-        text = pattern.sub(lambda _: generated, text, count=1)
-    elif SECTION in text:
-        text = text.replace(SECTION, f"{SECTION}\n\n{generated}", 1)
-    else:
-        text = text.rstrip("\n") + f"\n\n{SECTION}\n\n{generated}\n"
-    BENCHMARKS.write_text(text)
-
-
 def bench_model(work: Path) -> tuple[Path, str]:
     from model.predict import DEMO_MODEL
 
@@ -693,7 +677,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(block)
     if args.write:
-        write_section(block)
+        write_section(SECTION, "latency_bench", block)
         print(f"\nwritten to {BENCHMARKS.relative_to(REPO)} ({SECTION!r})")
     return 0
 

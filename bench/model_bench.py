@@ -20,7 +20,6 @@ import contextlib
 import datetime as dt
 import os
 import platform
-import re
 import statistics
 import sys
 import time
@@ -39,14 +38,13 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python bench/model_bench.py` puts bench/, not the repo, first
     sys.path.insert(0, str(REPO))
 
+from bench.benchmarks_md import BENCHMARKS, write_section  # noqa: E402
 from model import constants as C  # noqa: E402
 from model.classifier import Classifier, inference_network  # noqa: E402
 from model.features import mfcc  # noqa: E402
 from model.network import CGANet  # noqa: E402
 
-BENCHMARKS = REPO / "BENCHMARKS.md"
 SECTION = "## Model inference"
-BEGIN, END = "<!-- model_bench:begin -->", "<!-- model_bench:end -->"
 SGEMM_N = 2048
 BIG_BATCH = C.BATCH_SIZE
 REAL_CALLS = REPO.parent / "shared" / "data" / "real-calls"
@@ -378,27 +376,6 @@ def report(
     return "\n".join(lines)
 
 
-def write_section(block: str) -> None:
-    """Replace the generated block of the "Model inference" section, creating what is missing."""
-    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else ""
-    if not text.strip():
-        text = (
-            "# Benchmarks\n\nWhat PandaPulse's parts cost on the machines it runs on. Each"
-            " section is written by the benchmark named in it (`make bench` runs them), with the"
-            " date, the machine and its load; figures are medians of repeated runs, measured,"
-            " never estimated. Timings are not asserted by tests.\n"
-        )
-    generated = f"{BEGIN}\n{block}\n{END}"
-    if BEGIN in text and END in text:
-        pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
-        text = pattern.sub(lambda _: generated, text, count=1)
-    elif SECTION in text:
-        text = text.replace(SECTION, f"{SECTION}\n\n{generated}", 1)
-    else:
-        text = text.rstrip("\n") + f"\n\n{SECTION}\n\n{generated}\n"
-    BENCHMARKS.write_text(text)
-
-
 # --- main ------------------------------------------------------------------------------------
 
 
@@ -519,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average at end {machine['load_end']}")
     text = report(machine, flops, counted, bench.peak, results, mf, notes)
     if args.write:
-        write_section(text)
+        write_section(SECTION, "model_bench", text)
         print(f"written to {BENCHMARKS.relative_to(REPO)} ({SECTION!r})")
     return 0
 
