@@ -63,6 +63,9 @@ def save(path: str | Path, model: CGANet, metadata: dict[str, Any] | None = None
     os.close(fd)
     try:
         save_file(state, tmp, metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
+        # mkstemp makes the file private (0600); a model is read by the service's own user,
+        # which is often not the user who trained or installed it.
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

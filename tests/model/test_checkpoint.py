@@ -93,3 +93,5 @@ def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path: Path) -> None:
     checkpoint.save(path, trained_like())
     checkpoint.save(path, trained_like())
     assert sorted(p.name for p in path.parent.iterdir()) == ["m.safetensors"]
+    # Not mkstemp's private 0600: the service's user must be able to read it.
+    assert path.stat().st_mode & 0o777 == 0o644
