@@ -76,7 +76,7 @@ def _mfcc_segments(segments: torch.Tensor) -> torch.Tensor:
         pad_mode="constant",
         return_complex=True,
     )
-    power = torch.view_as_real(spec).square().sum(dim=-1)  # (2S, 1025, 87)
+    power = spec.abs().square_()  # (2S, 1025, 87); faster here than summing re² + im²
     mel = torch.matmul(mel_fb, power)  # (2S, 128, 87)
     db = 10.0 * torch.log10(torch.clamp(mel, min=C.AMIN))
     # As librosa: the floor is relative to the loudest bin of all 87 frames of both channels;
