@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -91,3 +92,18 @@ def tone_file(path: Path, seconds: float, *, level: float = 0.25, freq: float = 
     wave = (level * np.sin(2 * np.pi * freq * t)).astype(np.float32)
     sf.write(path, np.stack([wave, wave], axis=1), 44_100, subtype="FLOAT")
     return path
+
+
+T = TypeVar("T")
+
+
+def wait_for(what: str, fn: Callable[[], T | None], timeout: float, every: float = 0.25) -> T:
+    """Poll ``fn`` until it returns something truthy, and return that; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        time.sleep(every)

@@ -13,38 +13,21 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-import time
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import soundfile as sf
 
 from service.storage import DB_NAME
-from tests.reliability.conftest import ServiceFactory
+from tests.reliability.conftest import ServiceFactory, wait_for
 from tests.reliability.record import record
 from tests.reliability.server import free_port
 
 MIN_SEGMENTS_BEFORE_KILL = 6
 BOUND_S = 180.0
 """Longest wait for each stage (a hang guard on a busy 2-core machine, not a timing target)."""
-
-T = TypeVar("T")
-
-
-def wait_for(
-    what: str, fn: Callable[[], T | None], timeout: float = BOUND_S, every: float = 0.25
-) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(every)
 
 
 class Receiver:
@@ -118,7 +101,11 @@ def test_kill_9_mid_encounter_loses_nothing_stored(make_service: ServiceFactory)
         def encounter() -> dict[str, Any]:
             return client.get(f"/api/encounters/{enc_id}").json()
 
-        wait_for("segments stored", lambda: encounter()["n_segments"] >= MIN_SEGMENTS_BEFORE_KILL)
+        wait_for(
+            "segments stored",
+            lambda: encounter()["n_segments"] >= MIN_SEGMENTS_BEFORE_KILL,
+            BOUND_S,
+        )
         test_alert = client.post("/api/alerts/test", json={"source": "demo"})
         assert test_alert.status_code == 201, test_alert.text
         wait_for(
@@ -132,6 +119,7 @@ def test_kill_9_mid_encounter_loses_nothing_stored(make_service: ServiceFactory)
                     if "webhook_failed_attempts" in line and not line.startswith("#")
                 )
             ),
+            BOUND_S,
         )
         before = encounter()
         alerts_before = client.get("/api/alerts").json()

@@ -10,15 +10,14 @@ once the sink is back and audio plays, capture resumes by itself (blocks flow, s
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.reliability.conftest import ServiceFactory, tone_file
+from tests.reliability.conftest import ServiceFactory, tone_file, wait_for
 from tests.reliability.record import record
 
 STALL_AFTER_S = 2.0
@@ -27,19 +26,6 @@ ALERT_GRACE_S = 5.0
 is stored by the storage thread; this bounds the wait, it is not a latency target."""
 RECOVERY_BOUND_S = 60.0
 """Longest wait for capture to resume: the device source's reopen back-off reaches 10 s."""
-
-T = TypeVar("T")
-
-
-def wait_for(what: str, fn: Callable[[], T | None], timeout: float, every: float = 0.2) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(every)
 
 
 def stats(client: httpx.Client) -> dict[str, Any]:
