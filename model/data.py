@@ -167,18 +167,7 @@ class Dataset:
         """The same segments with other features, e.g. the combined ones (same order)."""
         if features.shape[0] != len(self):
             raise ValueError(f"{features.shape[0]} feature rows for {len(self)} segments")
-        return Dataset(
-            features=features,
-            labels=self.labels,
-            groups=self.groups,
-            recordings=self.recordings,
-            starts=self.starts,
-            ends=self.ends,
-            call_types=self.call_types,
-            class_names=self.class_names,
-            skipped=self.skipped,
-            summary=self.summary,
-        )
+        return dataclasses.replace(self, features=features)
 
     def class_counts(self) -> dict[str, int]:
         counts = np.bincount(self.labels, minlength=len(self.class_names))
