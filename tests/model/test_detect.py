@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from model import constants as C
 from model.detect import CallBoundary, DetectorParams, EnergyDetector, detect_calls
 from model.preprocessing import load
+from tests.streaming import blocks
 
 SR = C.SAMPLE_RATE
 
@@ -63,12 +64,8 @@ def add_call(
 
 def chunked(detector: EnergyDetector, audio: np.ndarray, sizes: list[int]) -> list[CallBoundary]:
     events: list[CallBoundary] = []
-    pos, i = 0, 0
-    while pos < audio.shape[1]:
-        size = sizes[i % len(sizes)]
-        events += detector.push(audio[:, pos : pos + size])
-        pos += size
-        i += 1
+    for block in blocks(audio, sizes):
+        events += detector.push(block)
     return events + detector.flush()
 
 

@@ -17,6 +17,7 @@ from model.segmenter import (
     iter_segments,
     segments_from_audio,
 )
+from tests.streaming import blocks
 
 SR = C.SAMPLE_RATE
 
@@ -39,12 +40,8 @@ def feed(
     segmenter: StreamingSegmenter, audio: np.ndarray, sizes: list[int]
 ) -> list[DetectedSegment]:
     out: list[DetectedSegment] = []
-    pos, i = 0, 0
-    while pos < audio.shape[1]:
-        size = sizes[i % len(sizes)]
-        out += segmenter.push(audio[:, pos : pos + size])
-        pos += size
-        i += 1
+    for block in blocks(audio, sizes):
+        out += segmenter.push(block)
     return out + segmenter.flush().segments
 
 

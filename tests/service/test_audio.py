@@ -21,6 +21,7 @@ from service.audio.base import AudioSource
 from service.audio.meters import LevelMeter, SpectrogramStage
 from service.config import SourceSettings
 from service.types import AudioBlock
+from tests.streaming import blocks
 
 SR = C.SAMPLE_RATE
 
@@ -213,13 +214,9 @@ def test_meters_do_not_depend_on_block_size(sizes: list[int]) -> None:
     whole_cols = SpectrogramStage("x").push(audio)
     levels, spec = LevelMeter("x"), SpectrogramStage("x")
     got_levels, got_cols = [], []
-    pos, i = 0, 0
-    while pos < audio.shape[1]:
-        block = audio[:, pos : pos + sizes[i % len(sizes)]]
+    for block in blocks(audio, sizes):
         got_levels += levels.push(block)
         got_cols += spec.push(block)
-        pos += block.shape[1]
-        i += 1
     assert len(got_levels) == len(whole_levels) == 10
     for a, b in zip(got_levels, whole_levels, strict=True):
         assert a.start == b.start
