@@ -14,7 +14,6 @@ Nothing is changed on the box: the write test removes its file, SQLite is opened
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import math
 import os
@@ -31,7 +30,7 @@ import numpy as np
 
 from model import constants as C
 from model.errors import CheckpointError, ConfigError
-from service.config import load_settings
+from service.config import is_loopback, load_settings
 from service.storage import DB_NAME
 
 MIN_FREE_MB = 1024.0
@@ -527,8 +526,8 @@ def _check_sqlite(db: Path) -> Finding:
 
 
 def check_exposure(host: str, has_token: bool) -> Report:
-    if _is_loopback(host) or has_token:
-        where = "loopback only" if _is_loopback(host) else f"{host}, token required"
+    if is_loopback(host) or has_token:
+        where = "loopback only" if is_loopback(host) else f"{host}, token required"
         yield Finding("api access", True, where)
         return
     yield Finding(
@@ -538,12 +537,3 @@ def check_exposure(host: str, has_token: bool) -> Report:
         "set PANDAPULSE__SERVER__TOKEN (or server.token) to a long random string, e.g."
         " `python -c 'import secrets; print(secrets.token_urlsafe(32))'`",
     )
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import ipaddress
 import logging
 import os
 import secrets
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from model.errors import CheckpointError, ConfigError
-from service.config import Settings, load_settings
+from service.config import Settings, is_loopback, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -76,15 +75,6 @@ def build_settings(
         )
         generated = True
     return settings, generated
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -144,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
             f"no model at {model}: set inference.model in the config to a trained checkpoint"
             " (`pandapulse train`), or build the demo model with `make demo-model`"
         )
-    if settings.server.token is None and not _is_loopback(settings.server.host):
+    if settings.server.token is None and not is_loopback(settings.server.host):
         log.warning(
             "listening on %s without a token: anyone on the network can use the API;"
             " set server.token or $%s",
