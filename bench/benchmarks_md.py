@@ -24,7 +24,8 @@ def markers(name: str) -> tuple[str, str]:
 
 
 def write_section(section: str, name: str, block: str) -> None:
-    """Put ``block`` between ``name``'s markers under the heading ``section`` ("## ...")."""
+    """Put ``block`` between ``name``'s markers under the heading ``section`` ("## ..."), and
+    say so on stdout."""
     begin, end = markers(name)
     text = BENCHMARKS.read_text() if BENCHMARKS.exists() else ""
     if not text.strip():
@@ -38,3 +39,4 @@ def write_section(section: str, name: str, block: str) -> None:
     else:
         text = text.rstrip("\n") + f"\n\n{section}\n\n{generated}\n"
     BENCHMARKS.write_text(text)
+    print(f"\nwritten to {BENCHMARKS.name} ({section!r})")

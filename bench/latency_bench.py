@@ -49,7 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python bench/latency_bench.py` puts bench/, not the repo, first
     sys.path.insert(0, str(REPO))
 
-from bench.benchmarks_md import BENCHMARKS, write_section  # noqa: E402
+from bench.benchmarks_md import write_section  # noqa: E402
 from model import constants as C  # noqa: E402
 
 SR = C.SAMPLE_RATE
@@ -678,7 +678,6 @@ def main(argv: list[str] | None = None) -> int:
     print(block)
     if args.write:
         write_section(SECTION, "latency_bench", block)
-        print(f"\nwritten to {BENCHMARKS.relative_to(REPO)} ({SECTION!r})")
     return 0
 
 

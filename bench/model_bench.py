@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python bench/model_bench.py` puts bench/, not the repo, first
     sys.path.insert(0, str(REPO))
 
-from bench.benchmarks_md import BENCHMARKS, write_section  # noqa: E402
+from bench.benchmarks_md import write_section  # noqa: E402
 from model import constants as C  # noqa: E402
 from model.classifier import Classifier, inference_network  # noqa: E402
 from model.features import mfcc  # noqa: E402
@@ -497,7 +497,6 @@ def main(argv: list[str] | None = None) -> int:
     text = report(machine, flops, counted, bench.peak, results, mf, notes)
     if args.write:
         write_section(SECTION, "model_bench", text)
-        print(f"written to {BENCHMARKS.relative_to(REPO)} ({SECTION!r})")
     return 0
 
 
