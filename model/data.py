@@ -27,7 +27,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
-import importlib
 import inspect
 import json
 import logging
@@ -43,6 +42,7 @@ import numpy as np
 import soundfile as sf
 
 from model import constants as C
+from model import detect as detect_module
 from model import features as F
 from model import preprocessing as P
 from model.errors import AudioError, DataError
@@ -408,18 +408,11 @@ def annotated_intervals(
 Detector = Callable[[np.ndarray], list[tuple[int, int]]]
 
 
-def find_detector() -> tuple[Detector | None, str]:
-    """``model.detect.detect_calls`` and a hash of its module source, or (None, '')."""
-    try:
-        module = importlib.import_module("model.detect")
-        detect = module.detect_calls
-    except (ImportError, AttributeError):
-        return None, ""
-    try:
-        source = inspect.getsource(module)
-    except (OSError, TypeError):
-        source = getattr(module, "__file__", "") or ""
-    return detect, hashlib.sha256(source.encode()).hexdigest()[:16]
+def find_detector() -> tuple[Detector, str]:
+    """``model.detect.detect_calls`` and a hash of its module's source (part of the cache key,
+    so segments cut by an older detector are not reused)."""
+    source = inspect.getsource(detect_module)
+    return detect_module.detect_calls, hashlib.sha256(source.encode()).hexdigest()[:16]
 
 
 def file_hash(path: Path) -> str:
