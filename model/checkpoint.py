@@ -23,7 +23,10 @@ from model import constants as C
 from model.errors import CheckpointError
 from model.network import CGANet
 
-FORMAT = "pandapulse-cganet/1"
+FORMAT = "pandapulse-cganet/2"
+"""Format 2 adds the standardisation and calibration buffers and the attention scale."""
+FORMAT_1 = "pandapulse-cganet/1"
+"""Read for compatibility: converted on load to an identical-output format-2 network."""
 METADATA_KEY = "pandapulse"
 
 
@@ -89,9 +92,26 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         meta = json.loads(raw)
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{path} has corrupt metadata: {err}") from err
-    if meta.get("format") != FORMAT:
+    if meta.get("format") not in (FORMAT, FORMAT_1):
         raise CheckpointError(f"{path} has format {meta.get('format')!r}, expected {FORMAT!r}")
     return meta
+
+
+def _upgrade_format_1(state: dict[str, torch.Tensor], model: CGANet) -> dict[str, torch.Tensor]:
+    """A format-1 state as format 2 with the same outputs.
+
+    Format 1 had no standardisation or calibration buffers (identity) and no attention scale:
+    its classifier saw alpha * F_GRU where format 2 feeds ATTENTION_SCALE * alpha * F_GRU, so
+    dividing the classifier's weights by the scale gives the same logits.
+    """
+    from model.network import ATTENTION_SCALE
+
+    upgraded = dict(state)
+    upgraded["classifier.weight"] = state["classifier.weight"] / ATTENTION_SCALE
+    for name, default in model.state_dict().items():
+        if name not in upgraded:
+            upgraded[name] = default.clone()
+    return upgraded
 
 
 def check_feature_config(meta: dict[str, Any], path: str | Path = "checkpoint") -> None:
@@ -117,9 +137,11 @@ def load(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[CGANe
     model = CGANet(n_features=int(meta["feature_config"]["n_features"]))
     try:
         state = load_file(str(path), device="cpu")
+        if weights_version(state) != meta.get("model_version"):
+            raise CheckpointError(f"{path}: the weights do not match the recorded model version")
+        if meta["format"] == FORMAT_1:
+            state = _upgrade_format_1(state, model)
         model.load_state_dict(state, strict=True)
-    except (SafetensorError, RuntimeError, OSError) as err:
+    except (SafetensorError, RuntimeError, OSError, KeyError) as err:
         raise CheckpointError(f"{path} does not hold CGANet weights: {err}") from err
-    if weights_version(state) != meta.get("model_version"):
-        raise CheckpointError(f"{path}: the weights do not match the recorded model version")
     return model.to(device).eval(), meta

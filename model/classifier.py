@@ -69,7 +69,9 @@ def choose_device(requested: str | None = None) -> torch.device:
 class Prediction:
     """Results for B segments (NumPy, float32).
 
-    p_success, p_failure : (B,) frame-averaged probabilities (P_s / 86, P_f / 86); they sum to 1
+    p_success, p_failure : (B,) calibrated segment probabilities of class 0 and class 1
+        (``CGANetOutput.probs``: the temperature-scaled P_s / P_f); they sum to 1, and
+        p_success > 0.5 exactly when the paper's P_s > P_f
     frame_probs : (B, 86, 2)
     attention : (B, 86) per-frame attention weight
     embedding : (B, 32) CGANet's learned feature
@@ -223,14 +225,12 @@ class Classifier:
                 np.zeros((0, C.N_FRAMES), np.float32),
                 np.zeros((0, C.GRU_HIDDEN), np.float32),
             )
-        frame_probs, totals, attention, embedding = (
-            torch.cat(t).numpy() for t in zip(*outputs, strict=True)
-        )
-        share = totals / C.N_FRAMES
+        out = CGANetOutput(*(torch.cat(t) for t in zip(*outputs, strict=True)))
+        probs = out.probs.numpy()
         return Prediction(
-            p_success=share[:, 0],
-            p_failure=share[:, 1],
-            frame_probs=frame_probs,
-            attention=attention,
-            embedding=embedding,
+            p_success=probs[:, 0],
+            p_failure=probs[:, 1],
+            frame_probs=out.frame_probs.numpy(),
+            attention=out.attention.numpy(),
+            embedding=out.embedding.numpy(),
         )

@@ -86,5 +86,5 @@ def test_fused_network_matches_the_original_in_eval_mode() -> None:
 
 @pytest.mark.parametrize("bad", [(3, 2, 86, 39), (3, 1, 86, 40)])
 def test_wrong_input_shapes_fail(bad: tuple[int, ...]) -> None:
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ValueError, match="expects"):
         CGANet()(torch.zeros(bad))
