@@ -45,6 +45,7 @@ from model import constants as C
 from model import detect as detect_module
 from model import features as F
 from model import preprocessing as P
+from model.classes import class_map
 from model.errors import AudioError, DataError
 
 log = logging.getLogger(__name__)
@@ -81,8 +82,6 @@ RAVEN_ANNOTATION_COLUMNS = (
 """Raven table columns taken as the call type, in order of preference (crowsetta's default first)."""
 MISSING_LABELS = frozenset({"", "na", "nan", "none", "null", "unknown", "?", "-"})
 """Label values that mean "no label" (case-insensitive)."""
-PREFERRED_FIRST_CLASS = C.CLASS_NAMES[0]
-"""When present, this class comes first (column 0 of CGANet's output); else names are sorted."""
 END_TOLERANCE_S = 0.01
 """An annotation may overrun the end of the file by this much (s, rounding in exported tables)."""
 MFCC_BATCH = 64
@@ -215,7 +214,7 @@ def read_manifest(
     *,
     group_col: str | None = None,
     label_col: str | None = None,
-    classes: Sequence[str] | None = None,
+    classes: str | Sequence[str] | None = None,
 ) -> tuple[list[Row], tuple[str, str], dict[str, str], list[Skipped]]:
     """Read ``manifest.csv``: (usable rows, class names, chosen columns, skipped rows)."""
     manifest = data_dir / MANIFEST
@@ -258,41 +257,21 @@ def read_manifest(
             skipped.append(Skipped(where, f"annotation file {annotation} not found"))
             continue
         rows.append((name, path, group, label, annot_path))
-    class_names = _class_names([r[3] for r in rows], classes)
+    mapping = class_map([r[3] for r in rows], classes)
     usable = []
     for name, path, group, label, annot_path in rows:
-        if label not in class_names:
+        index = mapping.index(label)
+        if index is None:
             skipped.append(
                 Skipped(
                     f"{MANIFEST} ({name})",
-                    f"unknown label {label!r}: the classes are {list(class_names)}",
+                    f"unknown label {label!r}: the classes are {list(mapping.names)}",
                 )
             )
             continue
-        usable.append(Row(name, path, group, label, annot_path))
+        usable.append(Row(name, path, group, mapping.names[index], annot_path))
     columns = {"recording": rec_col, "group": g_col, "label": l_col}
-    return usable, class_names, columns, skipped
-
-
-def _class_names(labels: Sequence[str], classes: Sequence[str] | None) -> tuple[str, str]:
-    """Two class names: given, or from the data (``success`` first when present, else sorted)."""
-    if classes is not None:
-        names = [c.strip() for c in classes]
-        if len(names) != C.N_CLASSES or len(set(names)) != C.N_CLASSES:
-            raise DataError(f"give exactly {C.N_CLASSES} distinct classes, got {list(classes)}")
-        return names[0], names[1]
-    found = sorted(set(labels))
-    if set(found) <= set(C.CLASS_NAMES) or set(C.CLASS_NAMES) <= set(found):
-        found = list(C.CLASS_NAMES)  # panda outcomes, even when only one occurs
-    if len(found) != C.N_CLASSES:
-        raise DataError(
-            f"CGANet is a two-class model but the labels are {found}: keep two in the manifest or"
-            " choose them with --classes A,B"
-        )
-    if PREFERRED_FIRST_CLASS in found:
-        found.remove(PREFERRED_FIRST_CLASS)
-        found.insert(0, PREFERRED_FIRST_CLASS)
-    return found[0], found[1]
+    return usable, mapping.names, columns, skipped
 
 
 # --- annotations -------------------------------------------------------------------------------
@@ -558,7 +537,7 @@ def build_dataset(
     feature: FeatureKind = "mfcc",
     group_col: str | None = None,
     label_col: str | None = None,
-    classes: Sequence[str] | None = None,
+    classes: str | Sequence[str] | None = None,
     cache_dir: str | Path | None = None,
     use_detector: bool = True,
     only: Sequence[str] | None = None,
