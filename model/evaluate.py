@@ -169,20 +169,18 @@ def _cganet_fold(
     tr, va = train[tr_rel], train[va_rel]
     result = fit(dataset.features[tr], y[tr], dataset.features[va], y[va], config)
     device = choose_device(config.device)
-    out = forward_all(
-        result.model.to(device),
-        dataset.features[test],
-        device,
-        autocast_dtype(config.precision, device),
-    )
-    share = (out.totals / C.N_FRAMES).numpy().astype(np.float64)
-    pred = np.where(share[:, 0] > share[:, 1], 0, 1)  # the paper's P_s > P_f
+    # float32 scoring with the calibrated probability: the numerics of /predict and the service
+    out = forward_all(result.model.to(device), dataset.features[test], device)
+    share = out.probs.numpy().astype(np.float64)
+    pred = np.where(share[:, 0] > 0.5, 0, 1)  # the paper's P_s > P_f (calibration keeps it)
     info = {
         "train_segments": len(tr),
         "val_segments": len(va),
         "epochs_run": len(result.history),
         "best_epoch": result.best_epoch,
         "best_val_accuracy": result.best["accuracy"],
+        "best_val_auc": result.best["auc"],
+        **{k: round(v, 4) for k, v in result.calibration.items()},
         "stopped_early": result.stopped_early,
         "train_seconds": round(result.seconds, 1),
         "segments_per_s": round(result.segments_per_s, 2),
@@ -486,7 +484,15 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         f"| epochs (max) | {s['epochs']} | {PAPER['epochs']} |",
         f"| early stopping | {('patience ' + str(s['patience']) + ' epochs') if s['patience'] else 'none'} | {PAPER['early_stopping']} |",
         f"| batch size | {s['batch_size']} | {PAPER['batch_size']} |",
-        f"| learning rate | {s['lr']} ({s['optimizer']}), /10 after {s['lr_patience']} flat epochs | {PAPER['lr']}, {PAPER['lr_schedule']} |",
+        f"| recipe | `{s['recipe']}` (model/train.py) | the paper's |",
+        f"| learning rate | {s['lr']} ({s['optimizer']}"
+        + (
+            f", /10 after {s['lr_patience']} flat epochs"
+            if s["optimizer"] == "sgd"
+            else ", one-cycle: warm-up, cosine decay"
+        )
+        + f") | {PAPER['lr']}, {PAPER['lr_schedule']} |",
+        f"| loss, augmentation, selection | {'class-weighted' if s['class_weighted'] else 'unweighted'}; {'time shift, channel swap, masks' if s['augment'] else 'none'}; best validation {s['selection']} | unweighted; none; best validation accuracy |",
         f"| validation (inside each training fold) | {s['val_fraction']:.0%} held out (by group in encounter mode) | not stated |",
         f"| segments | {report['segments_used']} | not stated |",
         f"| precision | {s['autocast'] or 'float32'} autocast, channels_last={s['channels_last']} | not stated |",
@@ -701,8 +707,8 @@ def score_checkpoint(
     data = build_dataset(data_dir, feature=kind, classes=class_names, **build_kwargs)  # type: ignore[arg-type]
     dev = choose_device(device)
     out = forward_all(network.to(dev), data.features, dev)
-    share = (out.totals / C.N_FRAMES).numpy().astype(np.float64)
-    pred = np.where(share[:, 0] > share[:, 1], 0, 1)
+    share = out.probs.numpy().astype(np.float64)
+    pred = np.where(share[:, 0] > 0.5, 0, 1)
     metrics = baselines.binary_metrics(data.labels, share[:, 0], pred)
     units, unit_name = aggregation_units(data)
     enc = unit_accuracy(units, data.labels, share[:, 0], data.class_names)
@@ -775,7 +781,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--folds", type=int, default=C.CV_FOLDS, help="default: %(default)s (paper)"
     )
-    parser.add_argument("--epochs", type=int, default=C.EPOCHS, help="default: %(default)s (paper)")
     parser.add_argument(
         "--split-modes",
         default=",".join(SPLIT_MODES),
@@ -840,7 +845,7 @@ def run(args: argparse.Namespace) -> int:
         folds=folds,
         split_modes=_modes(args.split_modes),
         max_segments=max_segments,
-        val_fraction=args.val_fraction,
+        val_fraction=config.val_fraction,
         ablation=[] if args.no_ablation else _modes(args.ablation_modes or args.split_modes),
         build_kwargs={
             "group_col": args.group_col,

@@ -57,10 +57,15 @@ def test_validation_split_keeps_groups_apart() -> None:
         group_split(labels, groups, 1.5, seed=0)
 
 
-def test_config_is_the_papers_by_default() -> None:
-    config = TrainConfig()
+def test_paper_recipe_is_one_flag_away() -> None:
+    config = TrainConfig.for_recipe("paper")
     assert (config.lr, config.batch_size, config.epochs, config.lr_patience) == (0.01, 32, 500, 125)
-    assert config.lr_decay == 0.1 and config.patience is None
+    assert config.lr_decay == 0.1 and config.patience is None and config.optimizer == "sgd"
+    assert (config.selection, config.class_weighted, config.augment) == ("accuracy", False, False)
+    default = TrainConfig()
+    assert (default.recipe, default.optimizer, default.selection) == ("default", "adamw", "auc")
+    assert default.class_weighted and default.augment and default.patience is not None
+    assert TrainConfig.for_recipe("paper", epochs=3, lr=None).epochs == 3
     assert autocast_dtype("fp32", torch.device("cpu")) is None
     assert autocast_dtype("bf16", torch.device("cpu")) == torch.bfloat16
     with pytest.raises(DataError, match="optimizer"):
@@ -93,6 +98,12 @@ def test_cli_trains_and_saves_a_checkpoint(
     assert meta["class_names"] == ["success", "failure"]
     assert meta["metrics"]["epochs_run"] == 1 and 0 <= meta["metrics"]["val_accuracy"] <= 1
     assert meta["data"]["segments"] == 6 and meta["data"]["split"]["grouped"]
-    assert meta["training"]["lr"] == C.LEARNING_RATE
+    assert meta["training"]["recipe"] == "default" and meta["training"]["optimizer"] == "adamw"
+    assert meta["metrics"]["calibration"]["temperature"] > 0
     assert "saved" in capsys.readouterr().out
+    paper = tmp_path / "paper.safetensors"
+    args = ["train", str(data), "--out", str(paper), "--recipe", "paper", "--epochs", "1"]
+    assert main([*args, "--no-progress", "--val-fraction", "0.34", "--no-detector"]) == 0
+    _model, meta = checkpoint.load(paper)
+    assert meta["training"]["lr"] == C.LEARNING_RATE and meta["training"]["optimizer"] == "sgd"
     assert main(["train", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
