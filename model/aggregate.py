@@ -4,8 +4,11 @@ The rule, written down once and used by ``pandapulse predict``, ``/predict``, th
 encounter and the evaluation's encounter-level accuracy: the paper sums the per-frame
 probabilities over a segment's 86 frames (eq. 4); an encounter extends that sum over all its
 segments' frames. With every segment having 86 frames, P(success) of an encounter is therefore
-the mean of its segments' p_success, and its verdict is the first class when that mean > 0.5
-(P_s > P_f).
+the mean of its segments' p_success (each calibrated, ``model.calibration``), and its verdict is
+the first class when that mean > 0.5 (P_s > P_f).
+
+Between a lower and an upper bound (``UNCERTAIN_BAND``, configurable) the verdict is
+``uncertain``: a model near chance must never print a bold verdict.
 """
 
 from __future__ import annotations
@@ -21,10 +24,32 @@ def running_p_success(p_success: Sequence[float] | np.ndarray) -> float | None:
     return float(values.mean()) if values.size else None
 
 
+UNCERTAIN = "uncertain"
+"""The verdict inside the uncertain band."""
+UNCERTAIN_BAND = (0.4, 0.6)
+"""Default (lower, upper) bounds of P(class 0) within which the verdict is ``uncertain``."""
+
+
+def check_band(band: tuple[float, float]) -> tuple[float, float]:
+    """``band`` as (lower, upper) floats; ValueError unless 0 <= lower <= 0.5 <= upper <= 1."""
+    low, high = (float(b) for b in band)
+    if not 0.0 <= low <= 0.5 <= high <= 1.0:
+        raise ValueError(
+            f"the uncertain band must satisfy 0 <= lower <= 0.5 <= upper <= 1, got {low}-{high}"
+        )
+    return low, high
+
+
 def verdict(
-    p_success: float | None, class_names: Sequence[str] = ("success", "failure")
+    p_success: float | None,
+    class_names: Sequence[str] = ("success", "failure"),
+    band: tuple[float, float] = UNCERTAIN_BAND,
 ) -> str | None:
-    """The first class name when p_success > 0.5 (the paper's P_s > P_f), else the second."""
+    """``uncertain`` when lower <= p_success <= upper (lower < upper); else the first class name when
+    p_success > 0.5 (the paper's P_s > P_f), the second otherwise; None without segments."""
     if p_success is None:
         return None
+    low, high = check_band(band)
+    if low < high and low <= p_success <= high:  # a zero-width band is the paper's rule
+        return UNCERTAIN
     return class_names[0] if p_success > 0.5 else class_names[1]

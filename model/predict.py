@@ -28,6 +28,8 @@ def analyse(
     recording: preprocessing.Recording,
     classifier: Classifier,
     detector: DetectorParams | None = None,
+    *,
+    band: tuple[float, float] = aggregate.UNCERTAIN_BAND,
 ) -> dict[str, Any]:
     """Detect the calls in a recording, score their segments and aggregate: what ``/predict``
     answers.
@@ -35,7 +37,8 @@ def analyse(
     Segments come from the energy detector and the streaming segmenter
     (``model.segmenter``), exactly as the live service cuts them; they are scored in batches
     of ``classifier.max_batch`` so a long recording never holds all its segments at once. With
-    no call found there are no segments, and ``p_success`` and ``verdict`` are None.
+    no call found there are no segments, and ``p_success`` and ``verdict`` are None. Within
+    ``band`` the verdict is ``uncertain`` (``model.aggregate``).
     """
     segments: list[Segment] = []
     p_succ: list[np.ndarray] = []
@@ -79,8 +82,20 @@ def analyse(
             for i, seg in enumerate(segments)
         ],
         "p_success": None if p_success is None else round(p_success, 4),
-        "verdict": aggregate.verdict(p_success, classifier.class_names),
+        "verdict": aggregate.verdict(p_success, classifier.class_names, band),
+        "uncertain_band": list(band),
     }
+
+
+def parse_band(text: str) -> tuple[float, float]:
+    """'0.4,0.6' -> (0.4, 0.6), checked (``model.aggregate.check_band``)."""
+    try:
+        low, high = (float(x) for x in text.split(","))
+        return aggregate.check_band((low, high))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give LOWER,UPPER, e.g. 0.4,0.6 ({err})"
+        ) from err
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,6 +110,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--device", default=None, help="cpu, cuda, cuda:N (default: CUDA if present)"
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--uncertain-band",
+        type=parse_band,
+        default=aggregate.UNCERTAIN_BAND,
+        metavar="LOWER,UPPER",
+        help="P(class 0) range whose verdict is 'uncertain' (default: %(default)s)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -107,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     classifier = Classifier.from_checkpoint(path, device=args.device)
     results = {}
     for file in args.files:
-        results[str(file)] = analyse(preprocessing.load(file), classifier)
+        results[str(file)] = analyse(preprocessing.load(file), classifier, band=args.uncertain_band)
     if args.json:
         for result in results.values():
             for seg in result["segments"]:
@@ -126,6 +148,12 @@ def run(args: argparse.Namespace) -> int:
             )
         if result["verdict"] is None:
             print("  verdict: no vocalization found")
+        elif result["verdict"] == aggregate.UNCERTAIN:
+            low, high = args.uncertain_band
+            print(
+                f"  verdict: uncertain (P({s_name}) = {result['p_success']:.3f} is within"
+                f" {low:.2f}-{high:.2f}; over {len(result['segments'])} segments)"
+            )
         else:
             print(
                 f"  verdict: {result['verdict']} (P({s_name}) = {result['p_success']:.3f} over {len(result['segments'])} segments)"

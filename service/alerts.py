@@ -1,7 +1,11 @@
 """Alert rules and webhook delivery.
 
+**Which class is the alarm.** A model of panda outcomes (class names ``success``, ``failure``,
+``model.classes``) raises on ``failure``; a model with other class names raises only on the
+class named by ``alerts.alarm_class`` (``alarm_column``), and with none named it raises nothing.
+
 **The failure rule.** After each segment of an encounter, its running failure probability
-``1 - running_p_success`` (the same encounter-level figure keepers see on the dashboard, not
+(of the alarm class: ``1 - running_p_success`` for pandas; the same encounter-level figure keepers see on the dashboard, not
 the single segment's P(failure), so one loud failure-like call cannot trip it) is compared with
 ``failure_threshold``. The alarm raises when the value was above the threshold for
 ``hold_segments`` consecutive segments and the encounter has at least ``min_segments``. After
@@ -29,11 +33,30 @@ from typing import Any, TypeVar
 
 import httpx
 
+from model.classes import is_panda
+from model.errors import ConfigError
 from service.storage import OutboxItem, Storage
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+def alarm_column(class_names: Sequence[str], alarm_class: str | None) -> int | None:
+    """The output column whose running probability raises the alarm, or None for no alarm.
+
+    ``alarm_class`` (``alerts.alarm_class``) must be one of ``class_names`` when given; else a
+    model of panda outcomes alarms on ``failure`` and any other model does not alarm.
+    """
+    names = list(class_names)
+    if alarm_class is not None:
+        if alarm_class not in names:
+            raise ConfigError(
+                f"alerts.alarm_class {alarm_class!r} is not a class of the model: its classes are"
+                f" {names}"
+            )
+        return names.index(alarm_class)
+    return names.index("failure") if is_panda(names) else None
 
 
 @dataclass(frozen=True)

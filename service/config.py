@@ -31,6 +31,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
+from model import aggregate
 from model.detect import DetectorParams
 from model.errors import ConfigError
 
@@ -189,9 +190,20 @@ class EncounterSettings(_Section):
     encounters a keeper started are closed only by a keeper."""
     min_segments_for_verdict: int = Field(default=5, ge=1, le=10_000)
     """No verdict is given before this many segments were scored."""
+    uncertain_band: tuple[float, float] = aggregate.UNCERTAIN_BAND
+    """(lower, upper): while the running P(success) is within it, the verdict is "uncertain"
+    (also for ``/predict``); 0 <= lower <= 0.5 <= upper <= 1."""
+
+    @field_validator("uncertain_band")
+    @classmethod
+    def _check_band(cls, value: tuple[float, float]) -> tuple[float, float]:
+        return aggregate.check_band(value)
 
 
 class AlertSettings(_Section):
+    alarm_class: str | None = None
+    """The class whose running probability raises the alarm. None: ``failure`` for a model of
+    panda outcomes; a model with other class names has no alarm until this names one."""
     failure_threshold: float = Field(default=0.7, gt=0, lt=1)
     """Raise when the encounter's running P(failure) is above this..."""
     hold_segments: int = Field(default=3, ge=1, le=1000)

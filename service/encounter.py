@@ -45,16 +45,19 @@ class OpenEncounter:
     def running_p_success(self) -> float | None:
         return aggregate.running_p_success(self.p_success)
 
-    @property
-    def running_p_failure(self) -> float | None:
+    def running_p(self, column: int) -> float | None:
+        """The running probability of class ``column`` (0 or 1); None before any segment."""
         p = self.running_p_success
-        return None if p is None else 1.0 - p
+        return None if p is None else (p if column == 0 else 1.0 - p)
 
-    def verdict(self, min_segments: int) -> str | None:
-        """The verdict, or None until ``min_segments`` segments were scored."""
+    def verdict(
+        self, min_segments: int, band: tuple[float, float] = aggregate.UNCERTAIN_BAND
+    ) -> str | None:
+        """The verdict (``uncertain`` within ``band``), or None until ``min_segments``
+        segments were scored."""
         if self.n_segments < min_segments:
             return None
-        return aggregate.verdict(self.running_p_success, self.class_names)
+        return aggregate.verdict(self.running_p_success, self.class_names, band)
 
     def add(self, p_success: float, end_sample: int) -> None:
         self.p_success.append(float(p_success))
@@ -68,6 +71,7 @@ class EncounterRules:
     auto: bool
     silence_close_samples: int
     min_segments_for_verdict: int
+    uncertain_band: tuple[float, float] = aggregate.UNCERTAIN_BAND
 
 
 class EncounterBook:

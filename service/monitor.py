@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 from model import constants as C
-from service.alerts import FailureAlarm, FailureRule, OutboxWorker
+from service.alerts import FailureAlarm, FailureRule, OutboxWorker, alarm_column
 from service.config import Settings
 from service.encounter import EncounterBook, EncounterRules, OpenEncounter
 from service.hub import Hub
@@ -73,6 +73,7 @@ class Monitor:
                 auto=enc.auto,
                 silence_close_samples=int(enc.silence_close_s * C.SAMPLE_RATE),
                 min_segments_for_verdict=enc.min_segments_for_verdict,
+                uncertain_band=enc.uncertain_band,
             ),
             class_names,
         )
@@ -84,6 +85,14 @@ class Monitor:
             cooldown_s=a.cooldown_s,
             min_segments=a.min_segments,
         )
+        self.alarm_column = alarm_column(class_names, a.alarm_class)
+        """Which output column's running probability raises the alarm (None: no alarm)."""
+        if self.alarm_column is None:
+            log.warning(
+                "the model's classes %s are not panda outcomes and alerts.alarm_class is not set:"
+                " no failure alarm will be raised",
+                list(class_names),
+            )
         self._alarms: dict[int, FailureAlarm] = {}
         self._origins: dict[str, float] = {}
         self._last_tick: dict[str, int] = {}
@@ -253,10 +262,11 @@ class Monitor:
         running = verdict = None
         old_verdict = None
         if enc is not None:
-            old_verdict = enc.verdict(self.book.rules.min_segments_for_verdict)
+            rules = self.book.rules
+            old_verdict = enc.verdict(rules.min_segments_for_verdict, rules.uncertain_band)
             enc.add(ev.p_success, ev.end)
             running = enc.running_p_success
-            verdict = enc.verdict(self.book.rules.min_segments_for_verdict)
+            verdict = enc.verdict(rules.min_segments_for_verdict, rules.uncertain_band)
         seg = storage.add_segment(
             encounter_id=None if enc is None else enc.id,
             source=ev.source_id,
@@ -280,8 +290,10 @@ class Monitor:
             return
         if verdict != old_verdict:
             self._publish_encounter(storage, enc.id, "updated")
+        if self.alarm_column is None:
+            return
         alarm = self._alarms.setdefault(enc.id, FailureAlarm(self.rule))
-        p_failure = enc.running_p_failure
+        p_failure = enc.running_p(self.alarm_column)
         if p_failure is not None and alarm.update(
             p_failure, enc.n_segments, ev.end / C.SAMPLE_RATE
         ):
@@ -292,7 +304,8 @@ class Monitor:
                 encounter_id=enc.id,
                 p_failure=round(p_failure, 4),
                 message=(
-                    f"{self._label(ev.source_id)}: running P(failure) {p_failure:.2f} above"
+                    f"{self._label(ev.source_id)}: running P({self.class_names[self.alarm_column]})"
+                    f" {p_failure:.2f} above"
                     f" {self.rule.failure_threshold:.2f} for {self.rule.hold_segments} segments"
                     f" ({enc.n_segments} segments in encounter {enc.id})"
                 ),

@@ -89,6 +89,10 @@ class ModelInfo(_Wire):
     version: str
     device: str
     class_names: list[str]
+    uncertain_band: tuple[float, float]
+    """P(class 0) range whose verdict is "uncertain" (``encounter.uncertain_band``)."""
+    alarm_class: str | None
+    """The class whose running probability raises the alarm; None: no alarm."""
 
 
 class SourceStats(_Wire):

@@ -10,7 +10,7 @@ import { HistoryView } from "./js/history.js";
 import { LiveView } from "./js/live.js";
 import { LiveSocket } from "./js/socket.js";
 import { UploadView } from "./js/upload.js";
-import { $ } from "./js/util.js";
+import { $, setUncertainBand } from "./js/util.js";
 
 const MAX_SEGMENTS = 600;
 const VIEWS = ["live", "history", "upload", "alerts"];
@@ -234,6 +234,7 @@ class App {
   onSnapshot(msg) {
     const s = this.state;
     s.model = msg.model || null;
+    setUncertainBand(s.model?.uncertain_band);
     s.sources = msg.sources || [];
     s.openEncounters = new Map((msg.encounters || []).filter((e) => !e.ended_at).map((e) => [e.source, e]));
     s.segments = [...(msg.segments || [])].sort((a, b) => a.start_s - b.start_s || a.id - b.id);

@@ -52,7 +52,11 @@ async def _limited(stream: AsyncIterator[bytes], limit: int) -> AsyncGenerator[b
 
 
 def _score(
-    file: BinaryIO, classifier: Classifier, detector: DetectorParams, max_s: float
+    file: BinaryIO,
+    classifier: Classifier,
+    detector: DetectorParams,
+    max_s: float,
+    band: tuple[float, float],
 ) -> dict[str, Any]:
     """Check the duration from the header, decode, check again, then analyse (worker thread)."""
     try:
@@ -65,7 +69,7 @@ def _score(
     recording = preprocessing.load(file)
     if recording.duration_s > max_s:
         raise _TooLong(recording.duration_s)
-    return analyse(recording, classifier, detector)
+    return analyse(recording, classifier, detector, band=band)
 
 
 class _TooLong(Exception):
@@ -79,7 +83,8 @@ async def predict(request: Request, rt: RuntimeDep) -> dict[str, Any]:
     """Score a recording (multipart field ``file``: WAV, FLAC, OGG or MP3).
 
     Answers per-segment ``p_success``/``p_failure``/``attention`` and the overall ``p_success``
-    and ``verdict``, exactly as ``pandapulse predict --json`` does (plus attention).
+    and ``verdict`` (``uncertain`` within ``encounter.uncertain_band``, which the answer
+    repeats), exactly as ``pandapulse predict --json`` does (plus attention).
     """
     server = rt.settings.server
     limit = int(server.max_upload_mb * MIB)
@@ -121,7 +126,12 @@ async def predict(request: Request, rt: RuntimeDep) -> dict[str, Any]:
         async with rt.predict_slot:
             try:
                 result = await run_in_threadpool(
-                    _score, upload.file, classifier, detector, server.max_upload_s
+                    _score,
+                    upload.file,
+                    classifier,
+                    detector,
+                    server.max_upload_s,
+                    rt.settings.encounter.uncertain_band,
                 )
             except _TooLong as err:
                 raise ApiError(

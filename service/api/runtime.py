@@ -262,6 +262,10 @@ class Runtime:
                 version=self.classifier.version,
                 device=self.device,
                 class_names=list(self.classifier.class_names),
+                uncertain_band=self.settings.encounter.uncertain_band,
+                alarm_class=None
+                if self.monitor.alarm_column is None
+                else self.classifier.class_names[self.monitor.alarm_column],
             ),
             sources=self.sources(),
             encounters=[Encounter.model_validate(e) for e in encounters],

@@ -99,7 +99,13 @@ def monitor_factory(tmp_path: Path) -> Iterator[Any]:
 def minimal_snapshot() -> SnapshotMsg:
     """A valid, empty snapshot (for hub tests that need something to send first)."""
     return SnapshotMsg(
-        model=ModelInfo(version="test", device="cpu", class_names=["success", "failure"]),
+        model=ModelInfo(
+            version="test",
+            device="cpu",
+            class_names=["success", "failure"],
+            uncertain_band=(0.4, 0.6),
+            alarm_class="failure",
+        ),
         sources=[],
         encounters=[],
         segments=[],

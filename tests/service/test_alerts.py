@@ -175,3 +175,15 @@ def test_webhook_receiver_down_then_up_gets_the_alert(monitor_factory: Any) -> N
     assert msg.type == "alert" and msg.alert.id == alert["id"] and msg.alert.kind == "test"
     (row,) = monitor.db(lambda s: s.outbox_rows()).result()
     assert row["delivered_at"] is not None and row["attempts"] >= 3 and row["last_error"] is None
+
+
+def test_the_alarm_class_comes_from_the_model_or_the_config() -> None:
+    from model.errors import ConfigError
+    from service.alerts import alarm_column
+
+    assert alarm_column(("success", "failure"), None) == 1
+    assert alarm_column(("discomfort", "pain"), None) is None  # not panda outcomes: no alarm
+    assert alarm_column(("discomfort", "pain"), "pain") == 1
+    assert alarm_column(("pain", "calm"), "pain") == 0
+    with pytest.raises(ConfigError, match="not a class of the model"):
+        alarm_column(("success", "failure"), "Failure")

@@ -27,8 +27,11 @@ def test_running_probability_and_verdict_threshold() -> None:
         assert enc.verdict(3) is None  # not enough segments yet
     enc.add(values[2], 3 * C.SEGMENT_SAMPLES)
     assert enc.running_p_success == pytest.approx(aggregate.running_p_success(values))
-    assert enc.verdict(3) == "failure"  # mean 0.5 is not > 0.5
-    assert enc.running_p_failure == pytest.approx(0.5)
+    assert enc.verdict(3) == "uncertain"  # mean 0.5: within the default band 0.4-0.6
+    assert enc.verdict(3, band=(0.5, 0.5)) == "failure"  # the paper's rule: 0.5 is not > 0.5
+    assert enc.running_p(1) == pytest.approx(0.5) and enc.running_p(0) == pytest.approx(0.5)
+    enc.add(1.0, 4 * C.SEGMENT_SAMPLES)
+    assert enc.verdict(3) == "success" and enc.running_p(1) == pytest.approx(0.375)
 
 
 def test_silence_closes_only_automatic_encounters() -> None:

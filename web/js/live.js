@@ -194,7 +194,9 @@ export class LiveView {
     label.textContent = encounter
       ? p === null || p === undefined
         ? "Waiting for calls"
-        : `${lean.icon} Leaning ${lean.label.toLowerCase()}`
+        : lean.cls === "uncertain"
+          ? `${lean.icon} Uncertain: too close to call`
+          : `${lean.icon} Leaning ${lean.label.toLowerCase()}`
       : "No open encounter";
     label.className = `gauge-label ${lean.cls}`;
     const angle = p === null || p === undefined ? 0 : (p - 0.5) * 180;

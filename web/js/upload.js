@@ -76,16 +76,17 @@ export class UploadView {
 
   render(name, r) {
     $("#upload-result").hidden = false;
-    const lean = leaning(r.p_success);
+    const lean = leaning(r.p_success, r.uncertain_band || undefined);
     const summary = $("#upload-summary");
     summary.dataset.verdict = r.verdict ?? "";
     const notes = [];
     if (r.mono) notes.push("mono recording: the channel was duplicated to both inputs");
     if (r.source_rate && r.source_rate !== 44100) notes.push(`resampled from ${r.source_rate.toLocaleString()} Hz`);
     summary.replaceChildren(
-      el("div", { class: `verdict-big ${r.verdict ? lean.cls : "none"}`, "data-testid": "upload-verdict" },
+      el("div", { class: `verdict-big ${r.verdict === "uncertain" ? "uncertain" : r.verdict ? lean.cls : "none"}`, "data-testid": "upload-verdict" },
         r.verdict
-          ? [el("span", { class: "vicon" }, lean.icon), el("span", {}, r.verdict.toUpperCase())]
+          ? [el("span", { class: "vicon" }, lean.icon),
+            el("span", {}, r.verdict === "uncertain" ? "Uncertain: too close to call" : r.verdict.toUpperCase())]
           : el("span", {}, "No vocalization found")),
       el("dl", { class: "facts" },
         el("div", {}, el("dt", {}, "File"), el("dd", {}, name)),
@@ -97,7 +98,7 @@ export class UploadView {
     );
     const body = $("#upload-body");
     body.replaceChildren(...r.segments.map((s) => {
-      const l = leaning(s.p_success);
+      const l = leaning(s.p_success, r.uncertain_band || undefined);
       return el("tr", {},
         el("td", { class: "num" }, `${s.start_s.toFixed(2)} s`),
         el("td", { class: "num" }, `${s.end_s.toFixed(2)} s`),

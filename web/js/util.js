@@ -62,11 +62,21 @@ export function secondsBetween(startIso, endIso) {
   return Number.isNaN(start) || Number.isNaN(end) ? null : (end - start) / 1000;
 }
 
-/** Which way a probability of success leans, with the words and icon the UI shows for it. */
-export function leaning(p) {
+/** The P(success) range whose verdict is "uncertain"; the service's snapshot sets it
+ * (model.uncertain_band, from encounter.uncertain_band). */
+let uncertainBand = [0.4, 0.6];
+
+export function setUncertainBand(band) {
+  if (Array.isArray(band) && band.length === 2 && band.every(Number.isFinite)) uncertainBand = band;
+}
+
+/** Which way a probability of success leans, with the words and icon the UI shows for it:
+ * "Uncertain" inside the uncertain band, so a near-chance score never reads as a verdict. */
+export function leaning(p, band = uncertainBand) {
   if (p === null || p === undefined || Number.isNaN(p)) {
     return { cls: "none", label: "No calls yet", icon: "…" };
   }
+  if (p >= band[0] && p <= band[1]) return { cls: "uncertain", label: "Uncertain", icon: "?" };
   return p > 0.5
     ? { cls: "success", label: "Success", icon: "✓" }
     : { cls: "failure", label: "Failure", icon: "✗" };
@@ -77,7 +87,7 @@ export function verdictBadge(verdict, extraClass = "") {
   if (!verdict) return el("span", { class: `badge none ${extraClass}` }, "– none");
   const v = String(verdict).toLowerCase();
   const icon = v === "success" ? "✓" : v === "failure" ? "✗" : "?";
-  const cls = v === "success" || v === "failure" ? v : "none";
+  const cls = v === "success" || v === "failure" || v === "uncertain" ? v : "none";
   return el("span", { class: `badge ${cls} ${extraClass}` }, `${icon} ${verdict}`);
 }
 
