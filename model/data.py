@@ -464,9 +464,14 @@ def _recording_segments(
     detector: tuple[Detector | None, str],
     stats: _BuildStats,
     skipped: list[Skipped],
+    use_annotations: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]] | None:
     """(features, starts, ends, call types) of one recording, from the cache when possible."""
-    if row.annotation is not None:
+    fmt: str | None
+    files: list[Path]
+    if not use_annotations:
+        fmt, files = None, []
+    elif row.annotation is not None:
         fmt, files = annotation_format(row.annotation), [row.annotation]
     else:
         fmt, files = annotation_files(row.path)
@@ -540,6 +545,7 @@ def build_dataset(
     classes: str | Sequence[str] | None = None,
     cache_dir: str | Path | None = None,
     use_detector: bool = True,
+    use_annotations: bool = True,
     only: Sequence[str] | None = None,
 ) -> Dataset:
     """Build the labelled segments of a dataset folder (see the module docstring).
@@ -551,7 +557,9 @@ def build_dataset(
     group_col, label_col : manifest columns; found automatically when None
     classes : the two class names in output order; from the data when None
     cache_dir : feature cache folder (default ``DATA_DIR/.pandapulse-cache``)
-    use_detector : segment recordings without annotations with ``model.detect`` if importable
+    use_detector : segment recordings without annotations with ``model.detect``
+    use_annotations : False: ignore annotations and cut every recording with the detector, as
+        ``/predict`` and the live service do (a held-out test of the whole path)
     only : build only these recordings (manifest names), e.g. those a subsample kept
     """
     data_dir = Path(data_dir)
@@ -571,7 +579,9 @@ def build_dataset(
     parts: list[tuple[Row, np.ndarray, np.ndarray, np.ndarray, list[str]]] = []
     for row in rows:
         try:
-            got = _recording_segments(row, feature, cache, detector, stats, skipped)
+            got = _recording_segments(
+                row, feature, cache, detector, stats, skipped, use_annotations
+            )
         except (AudioError, DataError) as err:
             skipped.append(Skipped(row.recording, str(err)))
             continue

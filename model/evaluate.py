@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from model import aggregate, baselines
+from model import aggregate, baselines, calibration
 from model import constants as C
 from model.classifier import choose_device
 from model.data import Dataset, build_dataset, subsample
@@ -141,7 +141,8 @@ def unit_accuracy(
         mask = units == unit
         p = aggregate.running_p_success(p_positive[mask])
         truth = class_names[int(np.bincount(labels[mask]).argmax())]
-        correct.append(aggregate.verdict(p, class_names) == truth)
+        # the paper's decision (a zero-width band): accuracy counts decisions, not abstentions
+        correct.append(aggregate.verdict(p, class_names, band=(0.5, 0.5)) == truth)
     return float(np.mean(correct)) if correct else float("nan")
 
 
@@ -233,6 +234,7 @@ def run_split_mode(
                 pred = np.where(p > 0.5, 0, 1)
             info["seconds"] = round(time.perf_counter() - start, 1)
             metrics = baselines.binary_metrics(y[test], p, pred)
+            metrics["ece"] = calibration.reliability(p, y[test] == 0).ece
             enc = unit_accuracy(units[test], y[test], p, mfcc.class_names)
             log.info("  %s: %s, encounter-level accuracy %.3f", method, _fmt_metrics(metrics), enc)
             results[method].append(FoldOutput(test, p, metrics, enc, attention, embedding, info))
@@ -251,6 +253,7 @@ def summarise(results: dict[str, list[FoldOutput]]) -> dict[str, dict[str, Any]]
             m: baselines.mean_std([f.metrics[m] for f in folds]) for m in baselines.METRICS
         }
         entry["encounter_accuracy"] = baselines.mean_std([f.encounter_accuracy for f in folds])
+        entry["ece"] = baselines.mean_std([f.metrics["ece"] for f in folds])
         entry["folds"] = [
             {**f.metrics, "encounter_accuracy": f.encounter_accuracy, **f.info} for f in folds
         ]
@@ -513,15 +516,16 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         lines += [
             f"## Table 1 — `{mode}` split ({'grouped by ' + d['columns']['group'] if mode == 'encounter' else 'random over segments, stratified'})",
             "",
-            "| method | accuracy | F1 | recall | precision | AUC | encounter-level accuracy |",
-            "|---|---|---|---|---|---|---|",
+            "| method | accuracy | F1 | recall | precision | AUC | encounter-level accuracy | ECE |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for method in METHODS:
             e = res[method]
             lines.append(
                 f"| {METHOD_LABELS[method]} | "
                 + " | ".join(_pct(e[m]) for m in baselines.METRICS)
-                + f" | {_pct(e['encounter_accuracy'])} |"
+                + f" | {_pct(e['encounter_accuracy'])}"
+                + f" | {e['ece']['mean']:.3f} ± {e['ece']['std']:.3f} |"
             )
         lines.append("")
         if ABLATION in res:
@@ -565,6 +569,14 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         f"## Fig. 4 — t-SNE of raw MFCC vs CGANet's embedding (`{report['figure_mode']}` split, fold 1's test segments, fold 1's model)",
         "",
         "![t-SNE](tsne.png)",
+        "",
+        f"## Calibration — reliability of the out-of-fold probabilities (`{report['figure_mode']}` split)",
+        "",
+        "ECE: expected calibration error of p(class 0) over 10 equal-width bins, per fold in the"
+        " tables above, pooled over folds here. CGANet's probability is temperature-scaled on"
+        " each fold's validation groups; the SVM's is Platt-scaled; FLDA's is its own.",
+        "",
+        "![reliability](reliability.png)",
         "",
     ]
     path.write_text("\n".join(lines))
@@ -665,6 +677,15 @@ def evaluate(
     figure_mode = "encounter" if "encounter" in outputs else split_modes[0]
     cg = outputs[figure_mode]["cganet"]
     plot_attention(cg, mfcc.labels, mfcc.class_names, out_dir / "attention.png")
+    pooled = {
+        METHOD_LABELS[m]: (
+            np.concatenate([f.p_positive for f in folds]),
+            mfcc.labels[np.concatenate([f.test for f in folds])] == 0,
+        )
+        for m, folds in outputs[figure_mode].items()
+        if m in METHODS
+    }
+    plot_reliability(pooled, f"Reliability, {figure_mode} split", out_dir / "reliability.png")
     first = cg[0]
     assert first.embedding is not None
     pick = np.arange(len(first.test))
@@ -689,6 +710,38 @@ def evaluate(
     return report
 
 
+def plot_reliability(
+    curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str, path: Path
+) -> None:
+    """Reliability diagram: observed share of class 0 against the mean predicted p(class 0) per
+    bin, one line per {label: (p_positive, positive)}, with each line's ECE in the legend."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.6, 4.6))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="perfectly calibrated")
+    for label, (p, positive) in curves.items():
+        rel = calibration.reliability(p, positive)
+        ax.plot(rel.mean_p, rel.observed, marker="o", label=f"{label}: ECE {rel.ece:.3f}")
+    ax.set(
+        xlabel="mean predicted p(class 0) in bin",
+        ylabel="observed share of class 0",
+        title=title,
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+SEGMENTATIONS = {
+    "annotations": "segments cut at the annotated calls (as training cuts them)",
+    "detector": "segments cut by the energy detector, annotations ignored (as /predict and the"
+    " live service cut them)",
+    "tiling": "whole files tiled into 2-s segments (--no-detector)",
+}
+
+
 def score_checkpoint(
     checkpoint_path: Path,
     data_dir: Path,
@@ -697,30 +750,59 @@ def score_checkpoint(
     build_kwargs: dict[str, Any],
     device: str | None,
 ) -> dict[str, Any]:
-    """Score a trained checkpoint on a held-out dataset folder: metrics, figures, report files."""
+    """Score a trained checkpoint on a held-out dataset folder, through the annotations and
+    through the detector path: metrics, calibration, figures, ``test.md`` / ``test.json``."""
     from model import checkpoint
 
     started = time.perf_counter()
     network, meta = checkpoint.load(checkpoint_path)
     class_names = tuple(meta["class_names"])
     kind = str(meta["feature_config"]["kind"])
-    data = build_dataset(data_dir, feature=kind, classes=class_names, **build_kwargs)  # type: ignore[arg-type]
     dev = choose_device(device)
-    out = forward_all(network.to(dev), data.features, dev)
-    share = out.probs.numpy().astype(np.float64)
-    pred = np.where(share[:, 0] > 0.5, 0, 1)
-    metrics = baselines.binary_metrics(data.labels, share[:, 0], pred)
-    units, unit_name = aggregation_units(data)
-    enc = unit_accuracy(units, data.labels, share[:, 0], data.class_names)
     out_dir.mkdir(parents=True, exist_ok=True)
-    fold = FoldOutput(
-        np.arange(len(data)),
-        share[:, 0],
-        metrics,
-        enc,
-        out.attention.numpy(),
-        out.embedding.numpy(),
-    )
+    rows: dict[str, dict[str, Any]] = {}
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    first: tuple[Dataset, FoldOutput] | None = None
+    unannotated = "detector" if build_kwargs.get("use_detector", True) else "tiling"
+    for path, use_annotations in (("annotations", True), (unannotated, False)):
+        data = build_dataset(
+            data_dir,
+            feature=kind,  # type: ignore[arg-type]
+            classes=class_names,
+            use_annotations=use_annotations,
+            **build_kwargs,
+        )
+        if use_annotations and "annotations" not in data.summary["segmentation"]:
+            continue  # nothing annotated: the detector row below is the only one
+        out = forward_all(network.to(dev), data.features, dev)
+        share = out.probs.numpy().astype(np.float64)
+        pred = np.where(share[:, 0] > 0.5, 0, 1)
+        metrics = baselines.binary_metrics(data.labels, share[:, 0], pred)
+        units, unit_name = aggregation_units(data)
+        enc = unit_accuracy(units, data.labels, share[:, 0], data.class_names)
+        ece = calibration.reliability(share[:, 0], data.labels == 0).ece
+        rows[path] = {
+            **metrics,
+            "encounter_accuracy": enc,
+            "ece": ece,
+            "segments": len(data),
+            "units": len(np.unique(units)),
+            "aggregation_unit": unit_name,
+            "segmentation": data.summary["segmentation"],
+        }
+        curves[path] = (share[:, 0], data.labels == 0)
+        fold = FoldOutput(
+            np.arange(len(data)),
+            share[:, 0],
+            metrics,
+            enc,
+            out.attention.numpy(),
+            out.embedding.numpy(),
+        )
+        if first is None:
+            first = (data, fold)
+    assert first is not None
+    data, fold = first
     plot_roc(
         {"cganet": [fold]},
         data.labels,
@@ -735,34 +817,46 @@ def score_checkpoint(
         out_dir / "confusion_test.png",
     )
     plot_attention([fold], data.labels, data.class_names, out_dir / "attention_test.png")
+    plot_reliability(curves, "Reliability, held-out test", out_dir / "reliability_test.png")
     report = {
         "checkpoint": str(checkpoint_path),
         "model_version": meta.get("model_version"),
         "class_names": list(data.class_names),
         "dataset": data.summary,
-        "test": {"cganet": {**metrics, "encounter_accuracy": enc}},
-        "aggregation_unit": unit_name,
-        "units": len(np.unique(units)),
+        "test": {"cganet": rows[next(iter(rows))]},
+        "paths": rows,
         "machine": machine_info(),
         "wall_time_s": round(time.perf_counter() - started, 1),
     }
     (out_dir / "test.json").write_text(json.dumps(report, indent=2) + "\n")
+    unit = rows[next(iter(rows))]["aggregation_unit"]
     lines = [
         f"# Held-out test: `{checkpoint_path.name}` (model {meta.get('model_version')}) on `{data_dir}`",
         "",
-        f"{len(data)} segments from {data.summary['recordings']} recordings in {data.summary['groups']} groups"
-        f" ({data.class_counts()}); none of them was seen in training.",
+        f"{data.summary['recordings']} recordings in {data.summary['groups']} groups"
+        f" ({data.summary['recordings_per_class']}); none of them was seen in training."
+        " Probabilities are the checkpoint's calibrated ones; ECE is the expected calibration"
+        " error over 10 equal-width bins.",
         "",
-        "| accuracy | F1 | recall | precision | AUC | "
-        + f"{unit_name}-level accuracy ({len(np.unique(units))}) |",
-        "|---|---|---|---|---|---|",
-        "| "
-        + " | ".join(f"{100 * metrics[m]:.1f}" for m in baselines.METRICS)
-        + f" | {100 * enc:.1f} |",
+        f"| segmentation | segments | accuracy | F1 | recall | precision | AUC | ECE | {unit}-level accuracy |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for path, row in rows.items():
+        lines.append(
+            f"| {path} | {row['segments']} | "
+            + " | ".join(f"{100 * row[m]:.1f}" for m in baselines.METRICS)
+            + f" | {row['ece']:.3f} | {100 * row['encounter_accuracy']:.1f} ({row['units']}) |"
+        )
+    lines += [
         "",
-        f"Class 0 ({data.class_names[0]}) is positive; percentages.",
+        *(f"- {path}: {SEGMENTATIONS[path]}" for path in rows),
+        "",
+        f"Class 0 ({data.class_names[0]}) is positive; percentages. Figures below are for the"
+        f" first row ({next(iter(rows))}).",
         "",
         "![ROC](roc_test.png)",
+        "",
+        "![reliability](reliability_test.png)",
         "",
         "![confusion](confusion_test.png)",
         "",
@@ -828,10 +922,15 @@ def run(args: argparse.Namespace) -> int:
             },
             device=args.device,
         )
-        m = test["test"]["cganet"]
-        print(
-            "  ".join(f"{k} {100 * v:.1f}" for k, v in m.items()) + f"  -> {args.out / 'test.md'}"
-        )
+        for path, row in test["paths"].items():
+            print(
+                f"{path:11s} "
+                + "  ".join(
+                    f"{m} {100 * row[m]:.1f}" for m in (*baselines.METRICS, "encounter_accuracy")
+                )
+                + f"  ECE {row['ece']:.3f}"
+            )
+        print(f"report written to {args.out / 'test.md'}")
         return 0
     folds, epochs, max_segments = args.folds, args.epochs, args.max_segments
     if args.quick:

@@ -43,6 +43,15 @@ def test_synth_train_evaluate_predict(tmp_path: Path, capsys: pytest.CaptureFixt
                 assert 0.0 <= value["mean"] <= 1.0 and value["std"] >= 0.0, (mode, method, metric)
     assert (report / "report.md").read_text().count("Table 1") >= 2
 
+    # the held-out test runs through the annotations and through the detector, as /predict cuts
+    held_out = tmp_path / "held-out"
+    assert (
+        main(["evaluate", str(data), "--out", str(held_out), "--checkpoint", str(model_path)]) == 0
+    )
+    paths = json.loads((held_out / "test.json").read_text())["paths"]
+    assert list(paths) == ["annotations", "detector"]
+    assert paths["detector"]["segmentation"] == {"detector": 6}
+
     capsys.readouterr()
     recording = data / rows[0]["recording"]
     assert main(["predict", str(recording), "--model", str(model_path), "--json"]) == 0

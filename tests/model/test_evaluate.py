@@ -137,6 +137,9 @@ def test_checkpoint_scored_on_a_held_out_folder(tmp_path: Path, untrained_checkp
     assert main(args) == 0
     report = json.loads((out / "test.json").read_text())
     got = report["test"]["cganet"]
-    assert set(got) == {"accuracy", "f1", "recall", "precision", "auc", "encounter_accuracy"}
-    assert report["dataset"]["segments"] == 4 and report["aggregation_unit"] == "recording"
-    assert (out / "roc_test.png").is_file() and "Held-out test" in (out / "test.md").read_text()
+    assert {"accuracy", "f1", "recall", "precision", "auc", "encounter_accuracy", "ece"} <= set(got)
+    assert report["dataset"]["segments"] == 4 and got["aggregation_unit"] == "recording"
+    assert list(report["paths"]) == ["tiling"]  # no annotations: one row, named by its cut
+    assert 0 <= got["ece"] <= 1
+    assert (out / "roc_test.png").is_file() and (out / "reliability_test.png").is_file()
+    assert "Held-out test" in (out / "test.md").read_text()
