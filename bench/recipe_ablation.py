@@ -32,10 +32,14 @@ from model.train import TrainConfig, set_threads
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
     "no-standardise": {"standardise": False},
-    "no-mixup": {"mixup": 0.0},
+    "mixup-0.4": {"mixup": 0.4},
     "no-augment": {"augment": False},
     "no-class-weights": {"class_weighted": False},
     "lr-3e-4": {"lr": 3e-4},
+    "wd-0.1": {"weight_decay": 0.1},
+    "lr-3e-4-wd-0.1": {"lr": 3e-4, "weight_decay": 0.1},
+    "ema-0.99": {"ema": 0.99},
+    "lr-3e-4-ema-0.99": {"lr": 3e-4, "ema": 0.99},
     "select-on-accuracy": {"selection": "accuracy"},
     "paper": {"recipe": "paper"},
 }

@@ -1,98 +1,108 @@
-"""Training throughput of CGANet: segments/s for forward + backward + SGD step at batch 32.
+"""Training throughput of CGANet with the default recipe, against the same run's sgemm peak.
 
-Runs on random MFCC-shaped input (2, 86, 40): the cost does not depend on the values. Runs the
-training step of ``model.train`` (SGD, cross-entropy on the frame-averaged probabilities) with
-plain float32 NCHW, channels_last, bfloat16 autocast, and both (the default on CPUs with native
-bfloat16), interleaved over rounds; prints the median per setting and the machine it ran on.
-Usage: .venv/bin/python bench/train_bench.py [--steps N] [--threads T] [--device D]
+Times ``model.train._Trainer.train_epoch`` (augmentation, mixup, forward, class-weighted loss,
+backward, clipping, AdamW step: what ``pandapulse train`` runs) on random MFCC-shaped input
+(the cost does not depend on the values), for float32 and bfloat16-autocast convolutions in
+channels_last and NCHW, interleaved over rounds. Each round runs a 2048 x 2048 sgemm right
+before each setting, and the "% of peak" figure is the median of each round's own ratio
+(segments/s x forward+backward FLOPs per segment / sgemm FLOP/s), so a neighbour's load hits
+both sides alike. Prints which precision ``--precision auto`` picks on this CPU, and why.
+
+bf16 runs only where the CPU has native bfloat16 (``torch.ops.mkldnn._is_mkldnn_bf16_supported``)
+unless ``--force-bf16``: elsewhere ATen falls back to slow kernels (10x slower, BENCHMARKS.md).
+Usage: .venv/bin/python bench/train_bench.py [--segments N] [--rounds R] [--force-bf16]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
+from dataclasses import replace
 
+import numpy as np
 import torch
-from torch import nn
 
+from bench.model_bench import SGEMM_N, cpu_model
 from model import constants as C
-from model.network import CGANet, segment_log_probs
-from model.train import MOMENTUM, run_model
+from model.network import CGANet
+from model.train import TrainConfig, _Trainer, autocast_dtype
+
+SETTINGS = (("channels_last", "fp32"), ("channels_last", "bf16"), ("NCHW", "fp32"))
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+def train_flops_per_segment() -> int:
+    """Forward + backward FLOPs of one segment (torch.utils.flop_counter, batch 8)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = CGANet().train()
+    x = torch.randn(8, C.N_CHANNELS, C.N_FRAMES, C.N_MFCC)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        net(x).totals.sum().backward()
+    return int(counter.get_total_flops()) // 8
 
 
-def measure(channels_last: bool, bf16: bool, steps: int, device: torch.device) -> float:
-    torch.manual_seed(0)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = CGANet().to(device).to(memory_format=fmt).train()
-    opt = torch.optim.SGD(model.parameters(), lr=C.LEARNING_RATE, momentum=MOMENTUM, nesterov=True)
-    dtype = torch.bfloat16 if bf16 else None
-    x = torch.randn(C.BATCH_SIZE, C.N_CHANNELS, C.N_FRAMES, C.N_MFCC, device=device)
-    x = x.contiguous(memory_format=fmt)
-    y = torch.randint(0, C.N_CLASSES, (C.BATCH_SIZE,), device=device)
-
-    def step() -> None:
-        loss = nn.functional.nll_loss(segment_log_probs(run_model(model, x, dtype)), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    step()  # warm-up (allocations, kernel selection)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+def sgemm_gflops() -> float:
+    a, b = torch.randn(SGEMM_N, SGEMM_N), torch.randn(SGEMM_N, SGEMM_N)
     start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return steps * C.BATCH_SIZE / (time.perf_counter() - start)
+    torch.mm(a, b)
+    return 2 * SGEMM_N**3 / (time.perf_counter() - start) / 1e9
+
+
+def epoch_rate(trainer: _Trainer) -> float:
+    """Segments/s of one ``train_epoch``."""
+    start = time.perf_counter()
+    seen = trainer.train_epoch()["seen"]
+    return seen / (time.perf_counter() - start)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=3, help="timed batches per setting and round")
-    parser.add_argument(
-        "--rounds", type=int, default=3, help="interleaved rounds (median reported)"
-    )
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--segments", type=int, default=96, help="segments per timed epoch")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--force-bf16", action="store_true")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    native = autocast_dtype("auto", torch.device("cpu")) is not None
     print(
         f"machine: {cpu_model()}, {os.cpu_count()} logical cores, torch {torch.__version__},"
-        f" {torch.get_num_threads()} threads, device {device}"
+        f" {torch.get_num_threads()} threads; load average before {os.getloadavg()[0]:.2f}"
     )
-    print(f"load average before: {os.getloadavg()}")
-    settings = [(False, False), (True, False), (False, True), (True, True)]
-    rates: dict[tuple[bool, bool], list[float]] = {k: [] for k in settings}
-    for _ in range(args.rounds):
-        for channels_last, bf16 in settings:
-            rates[(channels_last, bf16)].append(measure(channels_last, bf16, args.steps, device))
-    print("| memory format | precision | segments/s (median) | spread | speed-up |")
-    print("|---|---|---|---|---|")
-    base = statistics.median(rates[(False, False)])
-    for (channels_last, bf16), values in rates.items():
-        med = statistics.median(values)
-        print(
-            f"| {'channels_last' if channels_last else 'NCHW'} | {'bf16 autocast' if bf16 else 'float32'} |"
-            f" {med:.1f} | {min(values):.1f}-{max(values):.1f} | {med / base:.1f}x |"
+    print(
+        f"--precision auto picks {'bf16 autocast (native bfloat16)' if native else 'fp32 (no native bfloat16)'}"
+    )
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(args.segments, C.N_CHANNELS, C.N_FRAMES, C.N_MFCC)).astype(np.float32)
+    y = (np.arange(args.segments) % 2).astype(np.int64)
+    flops = train_flops_per_segment()
+    settings = [s for s in SETTINGS if s[1] == "fp32" or native or args.force_bf16]
+    trainers = {}
+    for layout, precision in settings:
+        config = replace(
+            TrainConfig(device="cpu", progress=False),
+            channels_last=layout == "channels_last",
+            precision=precision,
         )
-    print(f"load average after: {os.getloadavg()}")
+        trainers[(layout, precision)] = _Trainer(x, y, config)
+        trainers[(layout, precision)].train_epoch()  # warm-up: allocations, kernel choice
+    rates: dict[tuple[str, str], list[float]] = {k: [] for k in trainers}
+    shares: dict[tuple[str, str], list[float]] = {k: [] for k in trainers}
+    for _ in range(args.rounds):
+        for key, trainer in trainers.items():
+            peak = sgemm_gflops()
+            rate = epoch_rate(trainer)
+            rates[key].append(rate)
+            shares[key].append(100 * rate * flops / 1e9 / peak)
+    print(f"forward+backward: {flops / 1e9:.2f} GFLOP per segment; fp32 sgemm peak in this run")
+    print("| memory format | convolutions | segments/s (median) | spread | % of fp32 sgemm peak |")
+    print("|---|---|---|---|---|")
+    for (layout, precision), values in rates.items():
+        print(
+            f"| {layout} | {precision} | {statistics.median(values):.1f} |"
+            f" {min(values):.1f}-{max(values):.1f} | {statistics.median(shares[(layout, precision)]):.0f} % |"
+        )
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -9,17 +9,20 @@ cd "$(dirname "$0")/.."
 
 PANDAPULSE=${PANDAPULSE:-.venv/bin/pandapulse}
 WORK=${WORK:-build/demo-data}          # synthetic recordings and feature cache (not committed)
-ENCOUNTERS=${ENCOUNTERS:-48}
+ENCOUNTERS=${ENCOUNTERS:-96}
 SEED=${SEED:-1}
-EPOCHS=${EPOCHS:-6}                    # the paper: 500 (out of reach on a 2-core CPU)
-PATIENCE=${PATIENCE:-3}                # early stopping, epochs without a better validation result
-MAX_SEGMENTS=${MAX_SEGMENTS-600}       # random subsample for training; empty: all segments
-EVAL_EPOCHS=${EVAL_EPOCHS:-3}
-EVAL_MAX_SEGMENTS=${EVAL_MAX_SEGMENTS-240}
-TEST_ENCOUNTERS=${TEST_ENCOUNTERS:-24}    # a held-out synthetic set with its own seed
-TEST_SEED=${TEST_SEED:-2}
+GROUP=${GROUP:-pair}                   # held-out validation and CV folds by pair: unseen animals
+RECIPE=${RECIPE:-default}              # model/train.py; RECIPE=paper EPOCHS=500 for the paper's
+EPOCHS=${EPOCHS:-30}
+PATIENCE=${PATIENCE-8}                 # early stopping, epochs without a better validation AUC
+MAX_SEGMENTS=${MAX_SEGMENTS-1200}      # random subsample for training; empty: all segments
+EVAL_EPOCHS=${EVAL_EPOCHS:-30}
+EVAL_MAX_SEGMENTS=${EVAL_MAX_SEGMENTS-600}
+TEST_ENCOUNTERS=${TEST_ENCOUNTERS:-40}    # a held-out synthetic set with its own seed
+TEST_SEED=${TEST_SEED:-3}
 MODEL=${MODEL:-model/assets/demo-model.safetensors}
 REPORT=${REPORT:-docs/reports/synthetic}
+SKIP_CV=${SKIP_CV:-}                   # non-empty: train and test only, no cross validation
 
 data="$WORK/synth-${ENCOUNTERS}-s${SEED}"
 if [[ ! -f "$data/manifest.csv" ]]; then
@@ -28,14 +31,18 @@ if [[ ! -f "$data/manifest.csv" ]]; then
 fi
 
 echo "== train -> $MODEL"
-"$PANDAPULSE" train "$data" --out "$MODEL" --epochs "$EPOCHS" --patience "$PATIENCE" \
-    ${MAX_SEGMENTS:+--max-segments "$MAX_SEGMENTS"} --seed 0 --no-progress
+"$PANDAPULSE" train "$data" --out "$MODEL" --recipe "$RECIPE" --epochs "$EPOCHS" \
+    ${PATIENCE:+--patience "$PATIENCE"} ${MAX_SEGMENTS:+--max-segments "$MAX_SEGMENTS"} \
+    --group-col "$GROUP" --seed 0 --no-progress
 
-echo "== evaluate -> $REPORT"
-"$PANDAPULSE" evaluate "$data" --out "$REPORT" --epochs "$EVAL_EPOCHS" \
-    ${EVAL_MAX_SEGMENTS:+--max-segments "$EVAL_MAX_SEGMENTS"} --ablation-modes encounter \
-    --title "Synthetic giant panda encounters ($ENCOUNTERS encounters, seed $SEED): success vs failure" \
-    --no-progress
+if [[ -z "$SKIP_CV" ]]; then
+    echo "== evaluate -> $REPORT"
+    "$PANDAPULSE" evaluate "$data" --out "$REPORT" --recipe "$RECIPE" --epochs "$EVAL_EPOCHS" \
+        ${PATIENCE:+--patience "$PATIENCE"} ${EVAL_MAX_SEGMENTS:+--max-segments "$EVAL_MAX_SEGMENTS"} \
+        --group-col "$GROUP" --split-modes encounter --no-ablation \
+        --title "Synthetic giant panda encounters ($ENCOUNTERS encounters, seed $SEED): success vs failure" \
+        --no-progress
+fi
 
 test_data="$WORK/synth-${TEST_ENCOUNTERS}-s${TEST_SEED}"
 if [[ ! -f "$test_data/manifest.csv" ]]; then
