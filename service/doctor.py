@@ -143,7 +143,9 @@ def diagnose(args: argparse.Namespace) -> Report:
     yield from check_audio(settings, capture_s=None if args.no_capture else args.seconds)
     yield from check_cuda(None if settings is None else settings.inference.device)
     if settings is not None:
-        yield from check_model(settings.inference.model_path, settings.inference.device)
+        yield from check_model(
+            settings.inference.model_path, settings.inference.device, settings.alerts.alarm_class
+        )
         yield from check_data_dir(settings.storage.data_dir, args.min_free_mb)
         yield from check_exposure(settings.server.host, settings.server.token is not None)
 
@@ -391,9 +393,10 @@ def check_cuda(requested: str | None) -> Report:
 # --- model -----------------------------------------------------------------------------------
 
 
-def check_model(path: Path, requested_device: str | None) -> Report:
+def check_model(path: Path, requested_device: str | None, alarm_class: str | None = None) -> Report:
     from model import checkpoint
     from model.classifier import Classifier
+    from service.alerts import alarm_column
 
     fix_missing = (
         "copy a trained checkpoint there (deploy/README.md, 'Installing a trained model') or"
@@ -429,6 +432,38 @@ def check_model(path: Path, requested_device: str | None) -> Report:
         f" {feat['kind']} features ({feat['n_features']}) at {feat['sample_rate']} Hz match this"
         f" code; a test segment scores (on cpu{'' if requested_device in (None, 'cpu') else ', the service uses ' + requested_device})",
     )
+    calibration = (meta.get("metrics") or {}).get("calibration") or {}
+    if "temperature" in calibration:
+        yield Finding(
+            "calibration",
+            True,
+            f"probabilities temperature-scaled on validation (T = {calibration['temperature']:.2f},"
+            f" validation ECE {calibration.get('val_ece_before', float('nan')):.3f} ->"
+            f" {calibration.get('val_ece_after', float('nan')):.3f})",
+        )
+    else:
+        yield Finding(
+            "calibration",
+            False,
+            f"{path.name} was trained without calibration: its probabilities may be over- or"
+            " under-confident",
+            "retrain it with this version's `pandapulse train` (calibration is on by default)",
+        )
+    names = list(classifier.class_names)
+    try:
+        column = alarm_column(names, alarm_class)
+    except ConfigError as err:
+        yield Finding("alarm", False, str(err), f"set alerts.alarm_class to one of {names}")
+        return
+    if column is None:
+        yield Finding(
+            "alarm",
+            False,
+            f"the model's classes {names} are not panda outcomes: no failure alarm will be raised",
+            f"set alerts.alarm_class to the class that should raise the alarm (one of {names})",
+        )
+    else:
+        yield Finding("alarm", True, f"the alarm watches the running P({names[column]})")
 
 
 # --- data directory --------------------------------------------------------------------------

@@ -47,6 +47,31 @@ def diagnose(
     return rc, report
 
 
+def calibrated_checkpoint(
+    folder: Path, class_names: tuple[str, str] = ("success", "failure")
+) -> Path:
+    """A seeded checkpoint whose temperature and metadata say it was calibrated (as
+    ``pandapulse train`` saves one), with the given class names."""
+    from model import checkpoint
+    from model.network import CGANet
+
+    torch.manual_seed(5)
+    net = CGANet()
+    net.set_temperature(1.4)
+    path = folder / f"calibrated-{'-'.join(class_names)}.safetensors"
+    calibration = {"temperature": 1.4, "val_ece_before": 0.12, "val_ece_after": 0.04}
+    checkpoint.save(
+        path, net, {"class_names": list(class_names), "metrics": {"calibration": calibration}}
+    )
+    return path
+
+
+@pytest.fixture
+def good_model(tmp_path: Path) -> Path:
+    """A calibrated checkpoint of panda outcomes: the model checks all pass with it."""
+    return calibrated_checkpoint(tmp_path)
+
+
 def finding(report: dict[str, Any], check: str) -> dict[str, Any]:
     matches = [f for f in report["findings"] if f["check"] == check]
     assert len(matches) == 1, report
@@ -62,10 +87,9 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(key)
 
 
-def test_all_ok_with_a_good_setup(
-    tmp_path: Path, untrained_checkpoint: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    rc, report = diagnose(config(tmp_path, inference={"model": str(untrained_checkpoint)}), capsys)
+def test_all_ok_with_a_good_setup(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model_path = calibrated_checkpoint(tmp_path)
+    rc, report = diagnose(config(tmp_path, inference={"model": str(model_path)}), capsys)
     assert rc == 0 and report["ok"] is True, report
     checks = [f["check"] for f in report["findings"]]
     assert checks[:4] == ["config", "audio devices", "audio capture", "gpu"]
@@ -73,6 +97,34 @@ def test_all_ok_with_a_good_setup(
     assert all(f["ok"] and not f["fix"] for f in report["findings"])
     model = finding(report, "model")["detail"]
     assert "mfcc features (40)" in model and "44100 Hz" in model
+    assert "T = 1.40" in finding(report, "calibration")["detail"]
+    assert "P(failure)" in finding(report, "alarm")["detail"]
+
+
+def test_an_uncalibrated_model_is_named(
+    tmp_path: Path, untrained_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, report = diagnose(config(tmp_path, inference={"model": str(untrained_checkpoint)}), capsys)
+    calibration = finding(report, "calibration")
+    assert rc == 1 and not calibration["ok"] and "retrain" in calibration["fix"]
+
+
+def test_the_alarm_of_a_model_that_is_not_about_pandas(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = str(calibrated_checkpoint(tmp_path, ("discomfort", "pain")))
+    rc, report = diagnose(config(tmp_path, inference={"model": path}), capsys)
+    alarm = finding(report, "alarm")
+    assert rc == 1 and not alarm["ok"] and "no failure alarm" in alarm["detail"]
+    assert "alerts.alarm_class" in alarm["fix"]
+    rc, report = diagnose(
+        config(tmp_path, inference={"model": path}, alerts={"alarm_class": "pain"}), capsys
+    )
+    assert rc == 0 and finding(report, "alarm")["detail"].endswith("P(pain)")
+    rc, report = diagnose(
+        config(tmp_path, inference={"model": path}, alerts={"alarm_class": "failure"}), capsys
+    )
+    assert rc == 1 and "not a class of the model" in finding(report, "alarm")["detail"]
 
 
 def test_missing_model_is_a_problem_with_a_fix(
@@ -88,17 +140,17 @@ def test_missing_model_is_a_problem_with_a_fix(
 
 
 def test_foreign_feature_configuration_is_named(
-    tmp_path: Path, untrained_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, good_model: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
-    with safe_open(str(untrained_checkpoint), framework="pt") as handle:
+    with safe_open(str(good_model), framework="pt") as handle:
         meta = json.loads(handle.metadata()["pandapulse"])
     meta["feature_config"]["n_fft"] = 1024
     other = tmp_path / "other.safetensors"
     save_file(
-        load_file(str(untrained_checkpoint)), str(other), metadata={"pandapulse": json.dumps(meta)}
+        load_file(str(good_model)), str(other), metadata={"pandapulse": json.dumps(meta)}
     )
     rc, report = diagnose(config(tmp_path, inference={"model": str(other)}), capsys)
     model = finding(report, "model")
@@ -129,13 +181,13 @@ def test_invalid_config_is_reported_and_other_checks_still_run(
 
 
 def test_data_dir_that_is_a_file(
-    tmp_path: Path, untrained_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, good_model: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where the data directory should be")
     cfg = config(
         tmp_path,
-        inference={"model": str(untrained_checkpoint)},
+        inference={"model": str(good_model)},
         storage={"data_dir": str(blocker / "data")},
     )
     rc, report = diagnose(cfg, capsys)
@@ -144,9 +196,9 @@ def test_data_dir_that_is_a_file(
 
 
 def test_too_little_free_space(
-    tmp_path: Path, untrained_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, good_model: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cfg = config(tmp_path, inference={"model": str(untrained_checkpoint)})
+    cfg = config(tmp_path, inference={"model": str(good_model)})
     rc, report = diagnose(cfg, capsys, min_free_mb=1e12)
     data = finding(report, "data directory")
     assert rc == 1 and not data["ok"] and "MiB free" in data["detail"]
@@ -154,7 +206,7 @@ def test_too_little_free_space(
 
 
 def test_damaged_database_is_found(
-    tmp_path: Path, untrained_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, good_model: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
@@ -164,7 +216,7 @@ def test_damaged_database_is_found(
     con.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(5000)])
     con.commit()
     con.close()
-    cfg = config(tmp_path, inference={"model": str(untrained_checkpoint)})
+    cfg = config(tmp_path, inference={"model": str(good_model)})
     rc, report = diagnose(cfg, capsys)
     assert rc == 0 and finding(report, f"database {DB_NAME}")["ok"]
     raw = bytearray(db.read_bytes())
@@ -176,17 +228,17 @@ def test_damaged_database_is_found(
 
 
 def test_open_api_on_the_network_without_token(
-    tmp_path: Path, untrained_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, good_model: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     cfg = config(
-        tmp_path, inference={"model": str(untrained_checkpoint)}, server={"host": "0.0.0.0"}
+        tmp_path, inference={"model": str(good_model)}, server={"host": "0.0.0.0"}
     )
     rc, report = diagnose(cfg, capsys)
     access = finding(report, "api access")
     assert rc == 1 and not access["ok"] and "PANDAPULSE__SERVER__TOKEN" in access["fix"]
     cfg = config(
         tmp_path,
-        inference={"model": str(untrained_checkpoint)},
+        inference={"model": str(good_model)},
         server={"host": "0.0.0.0", "token": "s3cret-enough"},
     )
     rc, report = diagnose(cfg, capsys)
@@ -195,9 +247,9 @@ def test_open_api_on_the_network_without_token(
 
 
 def test_gpu_check_follows_the_configured_device(
-    tmp_path: Path, untrained_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, good_model: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cfg = config(tmp_path, inference={"model": str(untrained_checkpoint), "device": "cuda"})
+    cfg = config(tmp_path, inference={"model": str(good_model), "device": "cuda"})
     rc, report = diagnose(cfg, capsys)
     gpu = finding(report, "gpu")
     if torch.cuda.is_available():
@@ -208,11 +260,11 @@ def test_gpu_check_follows_the_configured_device(
 
 
 def test_missing_sound_device_is_a_problem(
-    tmp_path: Path, untrained_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, good_model: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     cfg = config(
         tmp_path,
-        inference={"model": str(untrained_checkpoint)},
+        inference={"model": str(good_model)},
     )
     data = yaml.safe_load(cfg.read_text())
     data["sources"] = [{"id": "enc-a", "kind": "sounddevice", "device": "No Such Card 9000"}]
@@ -244,14 +296,14 @@ def test_text_output_and_exit_status_through_the_cli(tmp_path: Path) -> None:
 
 @pytest.mark.pulse
 def test_capture_through_pulseaudio_reports_level_and_stalls(
-    tmp_path: Path, untrained_checkpoint: Path, capsys: pytest.CaptureFixture[str], pulse: Any
+    tmp_path: Path, good_model: Path, capsys: pytest.CaptureFixture[str], pulse: Any
 ) -> None:
     """The real capture path (PortAudio -> ALSA pulse -> PulseAudio null sink monitor): with a
     tone playing the doctor captures and reports its level; with nothing playing the ALSA
     plugin hands out zeros, which the doctor reports as digital silence (a muted input)."""
     from tests.reliability.conftest import tone_file
 
-    cfg = config(tmp_path, inference={"model": str(untrained_checkpoint)})
+    cfg = config(tmp_path, inference={"model": str(good_model)})
     data = yaml.safe_load(cfg.read_text())
     data["sources"] = [{"id": "enc-a", "kind": "sounddevice", "device": "pulse"}]
     cfg.write_text(yaml.safe_dump(data))

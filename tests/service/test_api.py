@@ -19,7 +19,7 @@ import soundfile as sf
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from model import cli
+from model import aggregate, cli
 from model import constants as C
 from service.api import create_app
 from service.api.auth import RedactTokens, redact
@@ -178,7 +178,10 @@ def test_predict_equals_the_cli(
         "source_rate",
         "model_version",
         "class_names",
+        "uncertain_band",
     }
+    assert body["uncertain_band"] == [0.4, 0.6]
+    assert body["verdict"] == aggregate.verdict(body["p_success"])
     assert body["segments"], "the recording has calls: expected segments"
     for seg in body["segments"]:
         assert len(seg.pop("attention")) == C.N_FRAMES

@@ -168,6 +168,11 @@ def test_upload_shows_per_call_results(browser: Any, service: Service, screensho
         verdict = page.inner_text("[data-testid=upload-verdict]")
         if expected["verdict"] is None:
             assert "No vocalization" in verdict
+        elif expected["verdict"] == "uncertain":
+            # a score inside the band never reads as a verdict: no bold SUCCESS/FAILURE
+            assert "Uncertain" in verdict
+            assert "SUCCESS" not in verdict and "FAILURE" not in verdict
+            assert "uncertain" in page.get_attribute("[data-testid=upload-verdict]", "class")
         else:
             assert expected["verdict"].upper() in verdict
         rows = page.locator("#upload-body tr")
