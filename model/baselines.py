@@ -7,8 +7,7 @@ standardised on the training fold. SVM: RBF kernel, C = 1, gamma 'scale', Platt-
 probabilities. FLDA: scikit-learn's LinearDiscriminantAnalysis (SVD solver).
 
 Metrics treat class 0 (the first class name, ``success`` for pandas) as the positive class, as
-CGANet's P_s does. They are written out from the confusion counts and the rank statistic (and
-checked against scikit-learn in the tests) so the report states exactly what it computed.
+CGANet's P_s does; scikit-learn computes them.
 """
 
 from __future__ import annotations
@@ -68,34 +67,20 @@ def fit_predict_baseline(
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     """2x2 counts, rows true class (0, 1), columns predicted class (0, 1)."""
-    y_true = np.asarray(y_true, dtype=np.int64)
-    y_pred = np.asarray(y_pred, dtype=np.int64)
-    out = np.zeros((2, 2), dtype=np.int64)
-    np.add.at(out, (y_true, y_pred), 1)
-    return out
+    from sklearn.metrics import confusion_matrix
+
+    return np.asarray(confusion_matrix(y_true, y_pred, labels=[0, 1]), dtype=np.int64)
 
 
 def auc_score(positive: np.ndarray, score: np.ndarray) -> float:
-    """ROC AUC as the Mann-Whitney statistic: P(score of a positive > score of a negative).
+    """ROC AUC (scikit-learn's) of ``score`` (N,) for ``positive`` (N,) bool; NaN when only one
+    class is present (scikit-learn raises there)."""
+    from sklearn.metrics import roc_auc_score
 
-    ``positive`` (N,) bool, ``score`` (N,) float, higher meaning more positive; ties count
-    half. NaN when only one class is present.
-    """
     positive = np.asarray(positive, dtype=bool)
-    score = np.asarray(score, dtype=np.float64)
-    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    if n_pos == 0 or n_neg == 0:
+    if positive.all() or not positive.any():
         return float("nan")
-    order = np.argsort(score, kind="mergesort")
-    ranks = np.empty(len(score), dtype=np.float64)
-    sorted_scores = score[order]
-    # average ranks over ties (1-based)
-    boundaries = np.flatnonzero(np.diff(sorted_scores)) + 1
-    starts = np.concatenate([[0], boundaries])
-    ends = np.concatenate([boundaries, [len(score)]])
-    for s, e in zip(starts, ends, strict=True):
-        ranks[order[s:e]] = (s + e + 1) / 2.0
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    return float(roc_auc_score(positive, np.asarray(score, dtype=np.float64)))
 
 
 def binary_metrics(
@@ -104,25 +89,23 @@ def binary_metrics(
     """Accuracy, F1, recall, precision (class 0 positive) and AUC, each in [0, 1].
 
     y_true : (N,) int labels in {0, 1}; p_positive : (N,) P(class 0); y_pred : (N,) predicted
-    labels (default: class 0 where p_positive > 0.5, the paper's P_s > P_f). Precision, recall
-    and F1 are 0 where undefined (no predicted or no true positives), as scikit-learn's
-    ``zero_division=0``.
+    labels (default: class 0 where p_positive > 0.5, the paper's P_s > P_f). Computed by
+    scikit-learn; precision, recall and F1 are 0 where undefined (``zero_division=0``).
     """
+    from sklearn import metrics as skm
+
     y_true = np.asarray(y_true, dtype=np.int64)
     p_positive = np.asarray(p_positive, dtype=np.float64)
     if y_pred is None:
         y_pred = np.where(p_positive > 0.5, 0, 1)
-    cm = confusion(y_true, y_pred)
-    tp, fn, fp, tn = cm[0, 0], cm[0, 1], cm[1, 0], cm[1, 1]
-    total = cm.sum()
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    precision, recall, f1, _ = skm.precision_recall_fscore_support(
+        y_true, y_pred, labels=[0], average=None, zero_division=0
+    )
     return {
-        "accuracy": float((tp + tn) / total) if total else float("nan"),
-        "f1": float(f1),
-        "recall": float(recall),
-        "precision": float(precision),
+        "accuracy": float(skm.accuracy_score(y_true, y_pred)) if len(y_true) else float("nan"),
+        "f1": float(f1[0]),
+        "recall": float(recall[0]),
+        "precision": float(precision[0]),
         "auc": auc_score(y_true == 0, p_positive),
     }
 
