@@ -38,7 +38,7 @@ import torch
 
 from model import aggregate, baselines, calibration
 from model import constants as C
-from model.classifier import choose_device
+from model.classifier import Classifier, choose_device
 from model.data import Dataset, build_dataset, subsample
 from model.errors import DataError
 from model.train import (
@@ -47,7 +47,6 @@ from model.train import (
     autocast_dtype,
     config_from_args,
     fit,
-    forward_all,
     group_split,
     parse_classes,
     set_threads,
@@ -169,11 +168,10 @@ def _cganet_fold(
         tr_rel, va_rel = next(sss.split(y[train], y[train]))
     tr, va = train[tr_rel], train[va_rel]
     result = fit(dataset.features[tr], y[tr], dataset.features[va], y[va], config)
-    device = choose_device(config.device)
-    # float32 scoring with the calibrated probability: the numerics of /predict and the service
-    out = forward_all(result.model.to(device), dataset.features[test], device)
-    share = out.probs.numpy().astype(np.float64)
-    pred = np.where(share[:, 0] > 0.5, 0, 1)  # the paper's P_s > P_f (calibration keeps it)
+    # scored by the service's own inference path (Classifier: folded batch norm, channels_last,
+    # float32, calibrated probability), so the report's figures are what /predict would give
+    scored = Classifier(result.model, device=config.device).predict_features(dataset.features[test])
+    pred = np.where(scored.p_success > 0.5, 0, 1)  # the paper's P_s > P_f (calibration keeps it)
     info = {
         "train_segments": len(tr),
         "val_segments": len(va),
@@ -186,7 +184,8 @@ def _cganet_fold(
         "train_seconds": round(result.seconds, 1),
         "segments_per_s": round(result.segments_per_s, 2),
     }
-    return share[:, 0], pred, out.attention.numpy(), out.embedding.numpy(), info
+    p_success = scored.p_success.astype(np.float64)
+    return p_success, pred, scored.attention, scored.embedding, info
 
 
 def run_split_mode(
@@ -752,13 +751,12 @@ def score_checkpoint(
 ) -> dict[str, Any]:
     """Score a trained checkpoint on a held-out dataset folder, through the annotations and
     through the detector path: metrics, calibration, figures, ``test.md`` / ``test.json``."""
-    from model import checkpoint
 
     started = time.perf_counter()
-    network, meta = checkpoint.load(checkpoint_path)
+    classifier = Classifier.from_checkpoint(checkpoint_path, device=device)
+    meta = classifier.metadata
     class_names = tuple(meta["class_names"])
     kind = str(meta["feature_config"]["kind"])
-    dev = choose_device(device)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: dict[str, dict[str, Any]] = {}
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -774,8 +772,8 @@ def score_checkpoint(
         )
         if use_annotations and "annotations" not in data.summary["segmentation"]:
             continue  # nothing annotated: the detector row below is the only one
-        out = forward_all(network.to(dev), data.features, dev)
-        share = out.probs.numpy().astype(np.float64)
+        scored = classifier.predict_features(data.features)  # the service's inference path
+        share = scored.p_success.astype(np.float64)[:, None]
         pred = np.where(share[:, 0] > 0.5, 0, 1)
         metrics = baselines.binary_metrics(data.labels, share[:, 0], pred)
         units, unit_name = aggregation_units(data)
@@ -796,8 +794,8 @@ def score_checkpoint(
             share[:, 0],
             metrics,
             enc,
-            out.attention.numpy(),
-            out.embedding.numpy(),
+            scored.attention,
+            scored.embedding,
         )
         if first is None:
             first = (data, fold)
