@@ -397,9 +397,11 @@ class _Trainer:
             x = x.to(self.device).contiguous(memory_format=self.memory_format)
             y, y_mix = y.to(self.device), y_mix.to(self.device)
             logp = segment_log_probs(run_model(model, x, self.dtype))
-            loss = lam * nn.functional.nll_loss(logp, y, weight=self.weights) + (
-                1 - lam
-            ) * nn.functional.nll_loss(logp, y_mix, weight=self.weights)
+            loss = nn.functional.nll_loss(logp, y, weight=self.weights)
+            if c.mixup > 0:
+                loss = lam * loss + (1 - lam) * nn.functional.nll_loss(
+                    logp, y_mix, weight=self.weights
+                )
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             if c.clip_norm is not None:
