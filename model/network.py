@@ -23,9 +23,10 @@ the CUDA path apply them identically):
 - ``input_mean`` / ``input_std``, (1, 2, 1, F): per (channel, coefficient) standardisation
   statistics of the training set (MFCC c0 is in the hundreds, the others near zero). Identity
   (0 and 1) until ``set_standardisation`` is called.
-- ``temperature``, (): calibration of the segment probability, fitted on validation after
-  training (``model.calibration``). p(class 0) = sigmoid(log(P_s / P_f) / T); T > 0 keeps the
-  paper's decision (P_s > P_f exactly when p > 0.5) and only changes how sure it sounds.
+- ``temperature`` and ``calibration_bias``, (): Platt scaling of the segment probability,
+  fitted on validation after training (``model.calibration``):
+  p(class 0) = sigmoid(log(P_s / P_f) / T + b). With b = 0 the decision is the paper's
+  (P_s > P_f exactly when p > 0.5); b restores the class prior a class-weighted loss removed.
 """
 
 from __future__ import annotations
@@ -106,10 +107,12 @@ class CGANet(nn.Module):
         self.register_buffer("input_mean", torch.zeros(stats_shape))
         self.register_buffer("input_std", torch.ones(stats_shape))
         self.register_buffer("temperature", torch.tensor(1.0))
+        self.register_buffer("calibration_bias", torch.tensor(0.0))
 
     input_mean: torch.Tensor
     input_std: torch.Tensor
     temperature: torch.Tensor
+    calibration_bias: torch.Tensor
 
     @torch.no_grad()
     def set_standardisation(self, features: torch.Tensor) -> None:
@@ -125,10 +128,14 @@ class CGANet(nn.Module):
         self.input_std.copy_(x.std(dim=(0, 2), keepdim=True).clamp_min(MIN_STD).float())
 
     @torch.no_grad()
-    def set_temperature(self, temperature: float) -> None:
+    def set_temperature(self, temperature: float, bias: float = 0.0) -> None:
+        """Set the calibration: p(class 0) = sigmoid(log(P_s / P_f) / temperature + bias)."""
         if not temperature > 0 or not torch.isfinite(torch.tensor(temperature)):
             raise ValueError(f"the temperature must be a positive number, got {temperature}")
+        if not torch.isfinite(torch.tensor(bias)):
+            raise ValueError(f"the calibration bias must be finite, got {bias}")
         self.temperature.fill_(float(temperature))
+        self.calibration_bias.fill_(float(bias))
 
     def forward(self, features: torch.Tensor) -> CGANetOutput:
         """features: (B, 2, 86, n_features) float32, unstandardised -> ``CGANetOutput``.
@@ -160,7 +167,7 @@ class CGANet(nn.Module):
                 totals=totals,
                 attention=alpha.mean(dim=-1),
                 embedding=f_attn.sum(dim=1),
-                probs=calibrated_probs(totals, self.temperature),
+                probs=calibrated_probs(totals, self.temperature, self.calibration_bias),
             )
 
     def fused(self) -> CGANet:
@@ -192,7 +199,9 @@ def segment_logit(totals: torch.Tensor) -> torch.Tensor:
     return logp[..., 0] - logp[..., 1]
 
 
-def calibrated_probs(totals: torch.Tensor, temperature: torch.Tensor | float) -> torch.Tensor:
-    """(B, 2) calibrated probabilities from the frame sums: sigmoid(logit / T) for class 0."""
-    p0 = torch.sigmoid(segment_logit(totals) / temperature)
+def calibrated_probs(
+    totals: torch.Tensor, temperature: torch.Tensor | float, bias: torch.Tensor | float = 0.0
+) -> torch.Tensor:
+    """(B, 2) calibrated probabilities from the frame sums: sigmoid(logit / T + b) for class 0."""
+    p0 = torch.sigmoid(segment_logit(totals) / temperature + bias)
     return torch.stack([p0, 1.0 - p0], dim=-1)

@@ -25,7 +25,8 @@ never saw, in tens of epochs on a CPU.
 - Selection and early stopping on the validation AUC (ties: lower validation loss), with a
   quarter of the training groups held out; accuracy on a few dozen segments rewards the
   majority-class model.
-- Afterwards, temperature scaling fitted on the same validation segments (``model.calibration``).
+- Afterwards, Platt scaling (temperature and bias) fitted on the same validation segments
+  (``model.calibration``); the bias puts back the class prior the weighted loss took out.
 
 ``paper``: the paper's settings, one flag away for reproducing Table 1: SGD with Nesterov
 momentum 0.9 at lr 0.01, divided by 10 after 125 epochs of flat validation accuracy, batch 32,
@@ -422,15 +423,20 @@ class _Trainer:
 
 
 def calibrate(model: CGANet, val_x: np.ndarray, val_y: np.ndarray) -> dict[str, float]:
-    """Fit and set the model's temperature on validation; ECE before and after."""
+    """Fit and set the model's Platt calibration on validation; ECE before and after."""
     out = forward_all(model, val_x, torch.device("cpu"))
     logit = segment_logit(out.totals).numpy().astype(np.float64)
     positive = np.asarray(val_y) == 0
     before = calibration.reliability(out.probs[:, 0].numpy(), positive).ece
-    temperature = calibration.fit_temperature(logit, positive)
-    model.set_temperature(temperature)
-    after = calibration.reliability(1 / (1 + np.exp(-logit / temperature)), positive).ece
-    return {"temperature": temperature, "val_ece_before": before, "val_ece_after": after}
+    temperature, bias = calibration.fit_platt(logit, positive)
+    model.set_temperature(temperature, bias)
+    after = calibration.reliability(1 / (1 + np.exp(-(logit / temperature + bias))), positive).ece
+    return {
+        "temperature": temperature,
+        "bias": bias,
+        "val_ece_before": before,
+        "val_ece_after": after,
+    }
 
 
 def fit(

@@ -53,6 +53,7 @@ def test_standardisation_is_learned_from_training_data_and_travels_in_the_checkp
     assert torch.equal(loaded.input_mean, model.input_mean)
     assert torch.equal(loaded.input_std, model.input_std)
     assert torch.equal(loaded.temperature, model.temperature)
+    assert torch.equal(loaded.calibration_bias, model.calibration_bias)
     # the service's fast path (folded batch norm, channels_last) applies them identically
     features = torch.from_numpy(x[16:])
     with torch.inference_mode():
@@ -87,6 +88,23 @@ def test_temperature_fit_recovers_a_known_temperature() -> None:
         calibration.fit_temperature(np.zeros(0), np.zeros(0, bool))
 
 
+def test_platt_recovers_temperature_and_a_prior_shift() -> None:
+    """A class-weighted loss trains as if the classes were balanced: the bias puts the prior
+    back, which a temperature alone cannot."""
+    rng = np.random.default_rng(6)
+    true_logit = rng.normal(0, 2, size=6000) - 1.0  # class 0 is the minority here
+    positive = rng.random(6000) < 1 / (1 + np.exp(-true_logit))
+    seen = 2.0 * (true_logit + 1.0)  # over-confident and centred on a balanced prior
+    temperature, bias = calibration.fit_platt(seen, positive)
+    assert temperature == pytest.approx(2.0, rel=0.1) and bias == pytest.approx(-1.0, abs=0.15)
+    only_t = calibration.fit_temperature(seen, positive)
+    ece_t = calibration.reliability(1 / (1 + np.exp(-seen / only_t)), positive).ece
+    ece_platt = calibration.reliability(
+        1 / (1 + np.exp(-(seen / temperature + bias))), positive
+    ).ece
+    assert ece_platt < 0.03 < ece_t
+
+
 def test_reliability_of_a_calibrated_and_an_overconfident_predictor() -> None:
     rng = np.random.default_rng(1)
     p = rng.random(20_000)
@@ -112,11 +130,19 @@ def test_calibration_round_trip_keeps_the_decision(tmp_path: Path) -> None:
     expected = torch.sigmoid(segment_logit(plain.totals) / 2.5).numpy()
     assert np.allclose(got.p_success, expected, atol=1e-5)
     assert np.allclose(got.p_success + got.p_failure, 1.0, atol=1e-6)
-    # temperature scaling never changes the paper's decision P_s > P_f
+    # a temperature alone never changes the paper's decision P_s > P_f
     paper = (plain.totals[:, 0] > plain.totals[:, 1]).numpy()
     assert np.array_equal(got.p_success > 0.5, paper)
+    # the bias travels too, and is applied by the service's path
+    net.set_temperature(2.5, bias=-0.7)
+    checkpoint.save(path, net)
+    got = Classifier.from_checkpoint(path, device="cpu").predict_features(x.numpy())
+    expected = torch.sigmoid(segment_logit(plain.totals) / 2.5 - 0.7).numpy()
+    assert np.allclose(got.p_success, expected, atol=1e-5)
     with pytest.raises(ValueError, match="positive"):
         net.set_temperature(0.0)
+    with pytest.raises(ValueError, match="finite"):
+        net.set_temperature(1.0, bias=float("nan"))
 
 
 def test_fit_calibrates_on_validation() -> None:
@@ -138,7 +164,7 @@ def test_format_1_checkpoints_load_with_identical_outputs(tmp_path: Path) -> Non
     old_state = {
         k: v.clone()
         for k, v in net.state_dict().items()
-        if k not in ("input_mean", "input_std", "temperature")
+        if k not in ("input_mean", "input_std", "temperature", "calibration_bias")
     }
     old_state["classifier.weight"] = old_state["classifier.weight"] * ATTENTION_SCALE
     meta = {
