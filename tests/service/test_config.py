@@ -93,6 +93,9 @@ def test_unknown_env_section_refused() -> None:
         ("alerts: {retry_schedule_s: []}", "retry_schedule_s"),
         ("server: {token: ''}", "server.token: the token is blank"),
         ("server: {token: '   '}", "server.token: the token is blank"),
+        ("encounter: {uncertain_band: [0.6, 0.4]}", "uncertain band must satisfy"),
+        ("encounter: {uncertain_band: [0.55, 0.7]}", "uncertain band must satisfy"),
+        ("encounter: {uncertain_band: [0.4]}", "encounter.uncertain_band"),
     ],
 )
 def test_cross_field_and_range_errors(tmp_path: Path, text: str, message: str) -> None:
@@ -183,3 +186,11 @@ def test_example_config_shows_the_defaults() -> None:
             assert value == expected[key], (
                 f"{section}.{key}: example {value!r}, default {expected[key]!r}"
             )
+
+
+def test_uncertain_band_and_alarm_class_are_configurable(tmp_path: Path) -> None:
+    text = "encounter: {uncertain_band: [0.3, 0.7]}\nalerts: {alarm_class: pain}"
+    settings = load_settings(write(tmp_path, text), environ={})
+    assert settings.encounter.uncertain_band == (0.3, 0.7)
+    assert settings.alerts.alarm_class == "pain"
+    assert load_settings(environ={}).encounter.uncertain_band == (0.4, 0.6)
