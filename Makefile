@@ -29,6 +29,7 @@ format: $(SETUP)
 
 bench: $(SETUP)
 	$(PY) bench/model_bench.py
+	$(PY) bench/train_bench.py
 	$(PY) bench/latency_bench.py
 
 ## Rebuild the committed demo model and its evaluation report from scratch (about an hour here).

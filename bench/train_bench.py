@@ -10,12 +10,15 @@ both sides alike. Prints which precision ``--precision auto`` picks on this CPU,
 
 bf16 runs only where the CPU has native bfloat16 (``torch.ops.mkldnn._is_mkldnn_bf16_supported``)
 unless ``--force-bf16``: elsewhere ATen falls back to slow kernels (10x slower, BENCHMARKS.md).
-Usage: .venv/bin/python bench/train_bench.py [--segments N] [--rounds R] [--force-bf16]
+Prints the figures and (unless ``--no-write``) records them in BENCHMARKS.md's "Training
+throughput" section.
+Usage: .venv/bin/python bench/train_bench.py [--segments N] [--rounds R] [--force-bf16] [--no-write]
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import statistics
 import time
@@ -24,6 +27,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from bench.benchmarks_md import write_section
 from bench.model_bench import SGEMM_N, cpu_model
 from model import constants as C
 from model.network import CGANet
@@ -63,15 +67,17 @@ def main() -> None:
     parser.add_argument("--segments", type=int, default=96, help="segments per timed epoch")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--force-bf16", action="store_true")
+    parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     args = parser.parse_args()
     native = autocast_dtype("auto", torch.device("cpu")) is not None
-    print(
-        f"machine: {cpu_model()}, {os.cpu_count()} logical cores, torch {torch.__version__},"
-        f" {torch.get_num_threads()} threads; load average before {os.getloadavg()[0]:.2f}"
-    )
-    print(
-        f"--precision auto picks {'bf16 autocast (native bfloat16)' if native else 'fp32 (no native bfloat16)'}"
-    )
+    lines = [
+        f"Run {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC: {cpu_model()}, {os.cpu_count()} logical"
+        f" cores, torch {torch.__version__}, {torch.get_num_threads()} threads; load average"
+        f" {os.getloadavg()[0]:.2f} before.",
+        "",
+        f"`--precision auto` picks {'bf16 autocast of the convolutions (native bfloat16)' if native else 'float32 (no native bfloat16)'} on this CPU.",
+    ]
+    print("\n".join(lines))
     rng = np.random.default_rng(0)
     x = rng.normal(size=(args.segments, C.N_CHANNELS, C.N_FRAMES, C.N_MFCC)).astype(np.float32)
     y = (np.arange(args.segments) % 2).astype(np.int64)
@@ -88,21 +94,31 @@ def main() -> None:
         trainers[(layout, precision)].train_epoch()  # warm-up: allocations, kernel choice
     rates: dict[tuple[str, str], list[float]] = {k: [] for k in trainers}
     shares: dict[tuple[str, str], list[float]] = {k: [] for k in trainers}
+    peaks: list[float] = []
     for _ in range(args.rounds):
         for key, trainer in trainers.items():
             peak = sgemm_gflops()
+            peaks.append(peak)
             rate = epoch_rate(trainer)
             rates[key].append(rate)
             shares[key].append(100 * rate * flops / 1e9 / peak)
-    print(f"forward+backward: {flops / 1e9:.2f} GFLOP per segment; fp32 sgemm peak in this run")
-    print("| memory format | convolutions | segments/s (median) | spread | % of fp32 sgemm peak |")
-    print("|---|---|---|---|---|")
+    table = [
+        "",
+        f"Forward + backward: {flops / 1e9:.2f} GFLOP per segment (torch's FLOP counter); fp32"
+        f" sgemm peak in this run {statistics.median(peaks):.0f} GFLOP/s (median of {len(peaks)}).",
+        "",
+        "| memory format | convolutions | segments/s (median) | spread | % of fp32 sgemm peak |",
+        "|---|---|---|---|---|",
+    ]
     for (layout, precision), values in rates.items():
-        print(
+        table.append(
             f"| {layout} | {precision} | {statistics.median(values):.1f} |"
             f" {min(values):.1f}-{max(values):.1f} | {statistics.median(shares[(layout, precision)]):.0f} % |"
         )
-    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    table += ["", f"Load average after: {os.getloadavg()[0]:.2f}."]
+    print("\n".join(table))
+    if not args.no_write:
+        write_section("## Training throughput", "train_bench", "\n".join(lines + table))
 
 
 if __name__ == "__main__":
