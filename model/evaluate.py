@@ -497,7 +497,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         f"| loss, augmentation, selection | {'class-weighted' if s['class_weighted'] else 'unweighted'}; {'time shift, channel swap, masks' if s['augment'] else 'none'}; best validation {s['selection']} | unweighted; none; best validation accuracy |",
         f"| validation (inside each training fold) | {s['val_fraction']:.0%} held out (by group in encounter mode) | not stated |",
         f"| segments | {report['segments_used']} | not stated |",
-        f"| precision | {s['autocast'] or 'float32'} autocast, channels_last={s['channels_last']} | not stated |",
+        f"| precision | training convolutions {('in ' + s['autocast'] + ' autocast') if s['autocast'] else 'float32'}, channels_last={s['channels_last']}; scoring float32 | not stated |",
         f"| split | {', '.join(s['split_modes'])} | {PAPER['split']} |",
         "",
         f"Baselines get {baselines.BASELINE_DIM_NOTE}; SVM: RBF, C = {baselines.SVM_C}, Platt"
@@ -572,7 +572,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         f"## Calibration — reliability of the out-of-fold probabilities (`{report['figure_mode']}` split)",
         "",
         "ECE: expected calibration error of p(class 0) over 10 equal-width bins, per fold in the"
-        " tables above, pooled over folds here. CGANet's probability is temperature-scaled on"
+        " tables above, pooled over folds here. CGANet's probability is Platt-scaled (temperature and bias) on"
         " each fold's validation groups; the SVM's is Platt-scaled; FLDA's is its own.",
         "",
         "![reliability](reliability.png)",
