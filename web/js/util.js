@@ -76,7 +76,7 @@ export function leaning(p, band = uncertainBand) {
   if (p === null || p === undefined || Number.isNaN(p)) {
     return { cls: "none", label: "No calls yet", icon: "…" };
   }
-  if (p >= band[0] && p <= band[1]) return { cls: "uncertain", label: "Uncertain", icon: "?" };
+  if (band[0] < band[1] && p >= band[0] && p <= band[1]) return { cls: "uncertain", label: "Uncertain", icon: "?" };
   return p > 0.5
     ? { cls: "success", label: "Success", icon: "✓" }
     : { cls: "failure", label: "Failure", icon: "✗" };
