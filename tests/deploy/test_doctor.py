@@ -149,9 +149,7 @@ def test_foreign_feature_configuration_is_named(
         meta = json.loads(handle.metadata()["pandapulse"])
     meta["feature_config"]["n_fft"] = 1024
     other = tmp_path / "other.safetensors"
-    save_file(
-        load_file(str(good_model)), str(other), metadata={"pandapulse": json.dumps(meta)}
-    )
+    save_file(load_file(str(good_model)), str(other), metadata={"pandapulse": json.dumps(meta)})
     rc, report = diagnose(config(tmp_path, inference={"model": str(other)}), capsys)
     model = finding(report, "model")
     assert rc == 1 and not model["ok"]
@@ -230,9 +228,7 @@ def test_damaged_database_is_found(
 def test_open_api_on_the_network_without_token(
     tmp_path: Path, good_model: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cfg = config(
-        tmp_path, inference={"model": str(good_model)}, server={"host": "0.0.0.0"}
-    )
+    cfg = config(tmp_path, inference={"model": str(good_model)}, server={"host": "0.0.0.0"})
     rc, report = diagnose(cfg, capsys)
     access = finding(report, "api access")
     assert rc == 1 and not access["ok"] and "PANDAPULSE__SERVER__TOKEN" in access["fix"]
