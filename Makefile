@@ -32,7 +32,7 @@ bench: $(SETUP)
 	$(PY) bench/train_bench.py
 	$(PY) bench/latency_bench.py
 
-## Rebuild the committed demo model and its evaluation report from scratch (about an hour here).
+## Rebuild the committed demo model and its reports from scratch (about 35 min on 2 cores).
 demo-model: $(SETUP)
 	bash scripts/demo_model.sh
 
