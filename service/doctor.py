@@ -437,7 +437,8 @@ def check_model(path: Path, requested_device: str | None, alarm_class: str | Non
         yield Finding(
             "calibration",
             True,
-            f"probabilities temperature-scaled on validation (T = {calibration['temperature']:.2f},"
+            f"probabilities Platt-scaled on validation (T = {calibration['temperature']:.2f},"
+            f" b = {calibration.get('bias', 0.0):+.2f},"
             f" validation ECE {calibration.get('val_ece_before', float('nan')):.3f} ->"
             f" {calibration.get('val_ece_after', float('nan')):.3f})",
         )

@@ -121,6 +121,15 @@ def _fix_mmap_threshold() -> None:
         log.debug("mallopt(M_MMAP_THRESHOLD) refused; allocator left as it is")
 
 
+def check_alarm_class(model: Path, alarm_class: str | None) -> None:
+    """Refuse, before listening, an ``alerts.alarm_class`` that is not one of the model's classes
+    (``ConfigError``; the monitor warns at start when a model raises no alarm at all)."""
+    from model import checkpoint
+    from service.alerts import alarm_column
+
+    alarm_column(list(checkpoint.read_metadata(model).get("class_names", [])), alarm_class)
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -134,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
             f"no model at {model}: set inference.model in the config to a trained checkpoint"
             " (`pandapulse train`), or build the demo model with `make demo-model`"
         )
+    check_alarm_class(model, settings.alerts.alarm_class)
     if settings.server.token is None and not is_loopback(settings.server.host):
         log.warning(
             "listening on %s without a token: anyone on the network can use the API;"

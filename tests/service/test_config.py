@@ -194,3 +194,12 @@ def test_uncertain_band_and_alarm_class_are_configurable(tmp_path: Path) -> None
     assert settings.encounter.uncertain_band == (0.3, 0.7)
     assert settings.alerts.alarm_class == "pain"
     assert load_settings(environ={}).encounter.uncertain_band == (0.4, 0.6)
+
+
+def test_serve_refuses_an_alarm_class_the_model_does_not_have(untrained_checkpoint: Path) -> None:
+    from service.main import check_alarm_class
+
+    check_alarm_class(untrained_checkpoint, None)  # panda outcomes: the alarm is "failure"
+    check_alarm_class(untrained_checkpoint, "failure")
+    with pytest.raises(ConfigError, match="not a class of the model"):
+        check_alarm_class(untrained_checkpoint, "pain")
