@@ -21,17 +21,23 @@ import argparse
 import datetime as dt
 import os
 import statistics
+import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from bench.benchmarks_md import write_section
-from bench.model_bench import SGEMM_N, cpu_model
-from model import constants as C
-from model.network import CGANet
-from model.train import TrainConfig, _Trainer, autocast_dtype
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `python bench/train_bench.py` puts bench/, not the repo, first
+    sys.path.insert(0, str(REPO))
+
+from bench.benchmarks_md import write_section  # noqa: E402
+from bench.model_bench import SGEMM_N, cpu_model  # noqa: E402
+from model import constants as C  # noqa: E402
+from model.network import CGANet  # noqa: E402
+from model.train import TrainConfig, _Trainer, autocast_dtype  # noqa: E402
 
 SETTINGS = (("channels_last", "fp32"), ("channels_last", "bf16"), ("NCHW", "fp32"))
 
