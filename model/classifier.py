@@ -70,8 +70,7 @@ class Prediction:
     """Results for B segments (NumPy, float32).
 
     p_success, p_failure : (B,) calibrated segment probabilities of class 0 and class 1
-        (``CGANetOutput.probs``: the temperature-scaled P_s / P_f); they sum to 1, and
-        p_success > 0.5 exactly when the paper's P_s > P_f
+        (``CGANetOutput.probs``: Platt scaling of log(P_s / P_f)); they sum to 1
     frame_probs : (B, 86, 2)
     attention : (B, 86) per-frame attention weight
     embedding : (B, 32) CGANet's learned feature
