@@ -149,15 +149,10 @@ class Service:
         pytest.fail(f"timed out after {timeout_s} s waiting for {what}\n{self.log_tail()}")
 
 
-@pytest.fixture(scope="session")
-def service(
-    tmp_path_factory: pytest.TempPathFactory, untrained_checkpoint: Path
-) -> Iterator[Service]:
+def start_service(root: Path, model: Path, encounter: dict[str, Any] | None = None) -> Service:
+    """A real ``pandapulse serve`` on a synthetic source, configured under ``root``."""
     if not PANDAPULSE.exists():
         pytest.fail(f"{PANDAPULSE} is missing: run `make setup` first")
-    root = tmp_path_factory.mktemp("dashboard")
-    # The committed demo model when it is there; the tests only need some checkpoint.
-    model = DEMO_MODEL if DEMO_MODEL.is_file() else untrained_checkpoint
     config = {
         "sources": [
             {
@@ -169,7 +164,7 @@ def service(
             }
         ],
         "inference": {"model": str(model), "device": "cpu", "max_batch": 8},
-        "encounter": {"auto": True, "min_segments_for_verdict": 2},
+        "encounter": {"auto": True, "min_segments_for_verdict": 2, **(encounter or {})},
         "storage": {"data_dir": str(root / "data")},
         "server": {"stats_interval_s": 1.0},
     }
@@ -182,6 +177,16 @@ def service(
         log_path=root / "service.log",
     )
     svc.start()
+    return svc
+
+
+@pytest.fixture(scope="session")
+def service(
+    tmp_path_factory: pytest.TempPathFactory, untrained_checkpoint: Path
+) -> Iterator[Service]:
+    # The committed demo model when it is there; the tests only need some checkpoint.
+    model = DEMO_MODEL if DEMO_MODEL.is_file() else untrained_checkpoint
+    svc = start_service(tmp_path_factory.mktemp("dashboard"), model)
     try:
         yield svc
     finally:

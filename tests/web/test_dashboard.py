@@ -338,3 +338,41 @@ def test_running_mean_in_the_page_follows_the_encounter_rule(
     )
     np.testing.assert_allclose(recovered, expected[-tail:], atol=1e-9)
     np.testing.assert_allclose(from_start, expected, atol=1e-9)
+
+
+def test_a_score_inside_the_uncertain_band_never_reads_as_a_verdict(
+    browser: Any, tmp_path: Path, untrained_checkpoint: Path
+) -> None:
+    """With the band widened to [0, 1] every score is 'uncertain': the Upload view and the live
+    gauge must say so, never a bold SUCCESS or FAILURE (issue 9)."""
+    from .conftest import DEMO_MODEL, start_service
+
+    model = DEMO_MODEL if DEMO_MODEL.is_file() else untrained_checkpoint
+    wide = start_service(tmp_path, model, encounter={"uncertain_band": [0.0, 1.0]})
+    context, page, console = new_page(browser)
+    try:
+        page.goto(f"{wide.login_url}#upload")
+        page.wait_for_selector("#dropzone")
+        page.set_input_files("#upload-input", str(REAL_CALL))
+        page.wait_for_selector("[data-testid=upload-verdict]", timeout=120_000)
+        verdict = page.locator("[data-testid=upload-verdict]")
+        assert "Uncertain" in verdict.inner_text()
+        assert "SUCCESS" not in verdict.inner_text() and "FAILURE" not in verdict.inner_text()
+        assert "uncertain" in (verdict.get_attribute("class") or "")
+        # every call's badge says so too
+        badges = page.locator("#upload-body .badge")
+        assert badges.count() >= 1
+        assert all("Uncertain" in badges.nth(i).inner_text() for i in range(badges.count()))
+        # the live gauge, once the synthetic source has been scored
+        page.goto(f"{wide.login_url}#live")
+        page.wait_for_function(
+            "() => (document.querySelector('#gauge-card').dataset.p || '') !== ''",
+            timeout=120_000,
+        )
+        label = page.locator("#gauge-label")
+        assert "Uncertain" in label.inner_text()
+        assert "uncertain" in (label.get_attribute("class") or "")
+        assert console.errors == []
+    finally:
+        context.close()
+        wide.kill()
