@@ -171,7 +171,7 @@ def _cganet_fold(
     # scored by the service's own inference path (Classifier: folded batch norm, channels_last,
     # float32, calibrated probability), so the report's figures are what /predict would give
     scored = Classifier(result.model, device=config.device).predict_features(dataset.features[test])
-    pred = np.where(scored.p_success > 0.5, 0, 1)  # the paper's P_s > P_f (calibration keeps it)
+    pred = np.where(scored.p_success > 0.5, 0, 1)  # the calibrated probability decides
     info = {
         "train_segments": len(tr),
         "val_segments": len(va),
@@ -762,23 +762,28 @@ def score_checkpoint(
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     first: tuple[Dataset, FoldOutput] | None = None
     unannotated = "detector" if build_kwargs.get("use_detector", True) else "tiling"
-    for path, use_annotations in (("annotations", True), (unannotated, False)):
-        data = build_dataset(
+
+    def build(use_annotations: bool) -> Dataset:
+        return build_dataset(
             data_dir,
             feature=kind,  # type: ignore[arg-type]
             classes=class_names,
             use_annotations=use_annotations,
             **build_kwargs,
         )
-        if use_annotations and "annotations" not in data.summary["segmentation"]:
-            continue  # nothing annotated: the detector row below is the only one
+
+    annotated = build(True)
+    if "annotations" in annotated.summary["segmentation"]:
+        datasets = {"annotations": annotated, unannotated: build(False)}
+    else:  # nothing annotated: that build already is the detector (or tiling) row
+        datasets = {unannotated: annotated}
+    for path, data in datasets.items():
         scored = classifier.predict_features(data.features)  # the service's inference path
-        share = scored.p_success.astype(np.float64)[:, None]
-        pred = np.where(share[:, 0] > 0.5, 0, 1)
-        metrics = baselines.binary_metrics(data.labels, share[:, 0], pred)
+        p = scored.p_success.astype(np.float64)
+        metrics = baselines.binary_metrics(data.labels, p)  # class 0 where p > 0.5
         units, unit_name = aggregation_units(data)
-        enc = unit_accuracy(units, data.labels, share[:, 0], data.class_names)
-        ece = calibration.reliability(share[:, 0], data.labels == 0).ece
+        enc = unit_accuracy(units, data.labels, p, data.class_names)
+        ece = calibration.reliability(p, data.labels == 0).ece
         rows[path] = {
             **metrics,
             "encounter_accuracy": enc,
@@ -788,10 +793,10 @@ def score_checkpoint(
             "aggregation_unit": unit_name,
             "segmentation": data.summary["segmentation"],
         }
-        curves[path] = (share[:, 0], data.labels == 0)
+        curves[path] = (p, data.labels == 0)
         fold = FoldOutput(
             np.arange(len(data)),
-            share[:, 0],
+            p,
             metrics,
             enc,
             scored.attention,

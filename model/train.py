@@ -39,7 +39,8 @@ folds reached 0.804.
 momentum 0.9 at lr 0.01, divided by 10 after 125 epochs of flat validation accuracy, batch 32,
 500 epochs, selection on validation accuracy, no class weights, no augmentation, no clipping.
 Standardisation and calibration are part of the model and stay on (the paper does not say how
-its inputs were scaled; calibration never changes a decision).
+its inputs were scaled; without class weights the calibration bias stays near zero, so the
+decision stays close to the paper's P_s > P_f).
 
 Precision: scoring (validation, test, the service) is float32 everywhere. Training runs the
 convolutions, and only they, under bfloat16 autocast where the CPU has native bf16
@@ -65,12 +66,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from model import calibration, checkpoint
+from model import baselines, calibration, checkpoint
 from model import constants as C
 from model.classifier import choose_device
 from model.data import Dataset, build_dataset, subsample
 from model.errors import DataError
-from model.network import CGANet, CGANetOutput, segment_log_probs, segment_logit
+from model.network import (
+    CGANet,
+    CGANetOutput,
+    calibrated_probs,
+    segment_log_probs,
+    segment_logit,
+)
 
 log = logging.getLogger(__name__)
 
@@ -308,18 +315,15 @@ def evaluate_scores(
     device: torch.device,
     weights: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """Validation figures in float32 (the service's numerics): loss, accuracy, AUC."""
-    from sklearn.metrics import roc_auc_score
-
+    """Validation figures in float32 (the service's numerics): loss, accuracy, AUC (0.5 when
+    the validation segments hold one class only)."""
     out = forward_all(model, features, device)
     logp = segment_log_probs(out)
     target = torch.from_numpy(np.asarray(labels, dtype=np.int64))
     loss = nn.functional.nll_loss(logp, target, weight=weights).item()
     acc = (logp.argmax(dim=1) == target).float().mean().item()
-    positive = target.numpy() == 0
-    logit = segment_logit(out.totals).numpy()
-    auc = roc_auc_score(positive, logit) if 0 < positive.sum() < len(positive) else 0.5
-    return {"loss": loss, "accuracy": acc, "auc": float(auc)}
+    auc = baselines.auc_score(target.numpy() == 0, segment_logit(out.totals).numpy())
+    return {"loss": loss, "accuracy": acc, "auc": 0.5 if math.isnan(auc) else auc}
 
 
 def _better(new: dict[str, float], best: dict[str, float], selection: str) -> bool:
@@ -345,6 +349,8 @@ class _Trainer:
         model = CGANet(n_features=int(train_x.shape[-1]))
         if config.standardise:
             model.set_standardisation(self.x)
+        self.fill = model.input_mean.detach().clone()
+        """(1, 2, 1, F) on the CPU: what augmentation masks write (the training mean)."""
         self.rng = np.random.default_rng(config.seed)
         self.model = model.to(self.device).to(memory_format=self.memory_format)  # type: ignore[call-overload]
         self.weights = class_weights(train_y).to(self.device) if config.class_weighted else None
@@ -395,7 +401,7 @@ class _Trainer:
                 continue
             x, y = self.x[idx], self.y[idx]
             if c.augment:
-                x = augment(x, model.input_mean.cpu(), self.gen)
+                x = augment(x, self.fill, self.gen)
             lam, y_mix = 1.0, y
             if c.mixup > 0:
                 lam = float(self.rng.beta(c.mixup, c.mixup))
@@ -437,7 +443,8 @@ def calibrate(model: CGANet, val_x: np.ndarray, val_y: np.ndarray) -> dict[str, 
     before = calibration.reliability(out.probs[:, 0].numpy(), positive).ece
     temperature, bias = calibration.fit_platt(logit, positive)
     model.set_temperature(temperature, bias)
-    after = calibration.reliability(1 / (1 + np.exp(-(logit / temperature + bias))), positive).ece
+    calibrated = calibrated_probs(out.totals, temperature, bias)[:, 0].numpy()
+    after = calibration.reliability(calibrated, positive).ece
     return {
         "temperature": temperature,
         "bias": bias,
