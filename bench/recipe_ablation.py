@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from model import baselines
+from model import baselines, calibration
 from model.data import build_dataset, subsample
 from model.evaluate import _cganet_fold, make_folds
 from model.train import TrainConfig, set_threads
@@ -104,9 +104,7 @@ def main() -> None:
             seconds.append(time.perf_counter() - t0)
             aucs.append(baselines.binary_metrics(y[test], p, pred)["auc"])
             epochs.append(info["best_epoch"])
-            from model.calibration import reliability
-
-            eces.append(reliability(p, y[test] == 0).ece)
+            eces.append(calibration.reliability(p, y[test] == 0).ece)
         rows[variant] = {"auc": aucs, "ece": eces, "best_epoch": epochs, "seconds": seconds}
         print(
             f"{variant:20s} AUC {np.mean(aucs):.3f} ± {np.std(aucs):.3f}  {np.round(aucs, 3)}"
