@@ -275,7 +275,7 @@ def test_text_output_and_exit_status_through_the_cli(tmp_path: Path) -> None:
     """The registered command, as an operator runs it: text, a fix line per problem, rc 1."""
     cfg = config(tmp_path, inference={"model": str(tmp_path / "missing.safetensors")})
     result = subprocess.run(
-        [sys.executable, "-m", "model.cli", "doctor", "--config", str(cfg), "--no-capture"],
+        [sys.executable, "-m", "service.cli", "doctor", "--config", str(cfg), "--no-capture"],
         capture_output=True,
         text=True,
         timeout=120,

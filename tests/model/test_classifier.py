@@ -10,8 +10,8 @@ import torch
 
 from model import constants as C
 from model.classifier import Classifier, choose_device
-from model.cli import main
 from model.features import mfcc
+from service.cli import main
 
 
 def segments(n: int) -> np.ndarray:

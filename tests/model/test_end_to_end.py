@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from model import aggregate, checkpoint
-from model.cli import main
+from service.cli import main
 
 METHODS = ("cganet", "svm", "flda")
 METRICS = ("accuracy", "f1", "recall", "precision", "auc")

@@ -10,8 +10,8 @@ import pytest
 from sklearn import metrics as skm
 
 from model import baselines
-from model.cli import main
 from model.evaluate import make_folds, unit_accuracy
+from service.cli import main
 from tests.model.test_data import make_folder
 
 # fixed predictions: labels (0 = positive class), P(class 0) with ties and a threshold hit

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from model.cli import main
 from model.constants import SAMPLE_RATE
 from model.synth import (
     CALL_TYPE_NAMES,
@@ -27,6 +26,7 @@ from model.synth.calls import render_source, vocal_tract
 from model.synth.command import plan_jobs, write_dataset, write_recording
 from model.synth.encounter import PlannedCall, Position, sample_pair
 from model.synth.room import channel_delays, channel_gains, reverberant_gain
+from service.cli import main
 
 SHORT_S = 8.0
 

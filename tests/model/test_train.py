@@ -10,9 +10,9 @@ import torch
 
 from model import checkpoint
 from model import constants as C
-from model.cli import main
 from model.errors import DataError
 from model.train import TrainConfig, autocast_dtype, fit, group_split
+from service.cli import main
 from tests.model.test_data import make_folder
 
 

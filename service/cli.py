@@ -1,8 +1,8 @@
 """``pandapulse``: one console script, one module per command.
 
 Each command module defines ``add_arguments(parser)`` and ``run(args) -> int``; only the chosen
-one is imported, so ``pandapulse synth`` does not load the web stack. The service's commands are
-named here by module path only: ``model`` never imports ``service``.
+one is imported, so ``pandapulse synth`` does not load the web stack. The script lives in
+``service``, the layer that may name both: ``model`` never imports ``service``.
 """
 
 from __future__ import annotations
