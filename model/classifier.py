@@ -22,7 +22,7 @@ import torch
 
 from model import checkpoint
 from model import constants as C
-from model.errors import ConfigError
+from model.errors import SettingError
 from model.features import mfcc
 from model.network import CGANet, CGANetOutput
 
@@ -42,7 +42,7 @@ def compile_requested(explicit: bool | None = None) -> bool:
         return True
     if value in _FALSE:
         return False
-    raise ConfigError(f"{COMPILE_ENV}={value!r}: use 1/true/on or 0/false/off")
+    raise SettingError(f"{COMPILE_ENV}={value!r}: use 1/true/on or 0/false/off")
 
 
 def inference_network(network: CGANet, device: torch.device) -> CGANet:

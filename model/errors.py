@@ -1,4 +1,7 @@
-"""Domain errors, in one place. Each message says what was wrong and what is accepted."""
+"""The model's errors, in one place. Each message says what was wrong and what is accepted.
+
+The service defines its own (its configuration, its storage) on the same base,
+``PandaPulseError``."""
 
 from __future__ import annotations
 
@@ -19,5 +22,5 @@ class DataError(PandaPulseError):
     """A dataset folder, manifest or annotation is unusable."""
 
 
-class ConfigError(PandaPulseError):
-    """The service configuration is invalid."""
+class SettingError(PandaPulseError):
+    """A model setting (a ``PANDAPULSE_*`` environment switch) has a value it does not accept."""

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 import httpx
 
 from model.classes import is_panda
-from model.errors import ConfigError
+from service.errors import ConfigError
 from service.storage import OutboxItem, Storage
 
 log = logging.getLogger(__name__)

@@ -33,7 +33,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDic
 
 from model import aggregate
 from model.detect import DetectorParams
-from model.errors import ConfigError
+from service.errors import ConfigError
 
 ENV_PREFIX = "PANDAPULSE__"
 ENV_DELIMITER = "__"

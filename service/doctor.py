@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 
 from model import constants as C
-from model.errors import CheckpointError, ConfigError
+from model.errors import CheckpointError
 from service.config import is_loopback, load_settings
+from service.errors import ConfigError
 from service.storage import DB_NAME
 
 MIN_FREE_MB = 1024.0

@@ -18,8 +18,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from model.errors import CheckpointError, ConfigError
+from model.errors import CheckpointError
 from service.config import Settings, is_loopback, load_settings
+from service.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from model.errors import AudioError, CheckpointError, ConfigError, DataError, PandaPulseError
+from model.errors import AudioError, CheckpointError, DataError, PandaPulseError
+from service.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from model import constants as C
 from model.classifier import COMPILE_ENV, Classifier, compile_requested, inference_network
-from model.errors import ConfigError
+from model.errors import SettingError
 from model.features import mfcc
 from model.network import CGANet
 
@@ -122,7 +122,7 @@ def test_compile_switch_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -
         assert compile_requested() is want
         assert compile_requested(not want) is (not want), "an explicit choice wins"
     monkeypatch.setenv(COMPILE_ENV, "maybe")
-    with pytest.raises(ConfigError, match=COMPILE_ENV):
+    with pytest.raises(SettingError, match=COMPILE_ENV):
         compile_requested()
     monkeypatch.setenv(COMPILE_ENV, "0")
     assert Classifier(network(), device="cpu").compiled is False

@@ -256,8 +256,8 @@ def test_cors_allows_only_the_configured_origin(make_service: ServiceFactory) ->
 def test_a_blank_configured_token_never_opens_the_api(blank: str) -> None:
     """``PANDAPULSE__SERVER__TOKEN=`` (an empty secret in an env file) must either be refused as
     configuration or leave the API closed; it must not let ``?token=`` (empty) in."""
-    from model.errors import ConfigError
     from service.config import load_settings
+    from service.errors import ConfigError
 
     try:
         settings = load_settings(environ={"PANDAPULSE__SERVER__TOKEN": blank})

@@ -178,8 +178,8 @@ def test_webhook_receiver_down_then_up_gets_the_alert(monitor_factory: Any) -> N
 
 
 def test_the_alarm_class_comes_from_the_model_or_the_config() -> None:
-    from model.errors import ConfigError
     from service.alerts import alarm_column
+    from service.errors import ConfigError
 
     assert alarm_column(("success", "failure"), None) == 1
     assert alarm_column(("discomfort", "pain"), None) is None  # not panda outcomes: no alarm

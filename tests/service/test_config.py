@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from model.detect import DetectorParams
-from model.errors import ConfigError
 from service.config import DEMO_MODEL, load_settings
+from service.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 
