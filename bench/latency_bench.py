@@ -590,7 +590,7 @@ def report(
 
 
 def bench_model(work: Path) -> tuple[Path, str]:
-    from model.predict import DEMO_MODEL
+    from model.checkpoint import DEMO_MODEL
 
     if DEMO_MODEL.is_file():
         return DEMO_MODEL, f"the demo model ({DEMO_MODEL.name})"

@@ -28,6 +28,9 @@ FORMAT = "pandapulse-cganet/2"
 FORMAT_1 = "pandapulse-cganet/1"
 """Read for compatibility: converted on load to an identical-output format-2 network."""
 METADATA_KEY = "pandapulse"
+DEMO_MODEL = Path(__file__).resolve().parent / "assets" / "demo-model.safetensors"
+"""The committed demo checkpoint: what ``pandapulse predict`` and the service use when no model
+is named (``make demo-model`` rebuilds it)."""
 
 
 def weights_version(state: dict[str, torch.Tensor]) -> str:

@@ -10,18 +10,14 @@ from typing import Any
 import numpy as np
 
 from model import aggregate, preprocessing
+from model.checkpoint import DEMO_MODEL
 from model.classifier import Classifier
 from model.detect import DetectorParams
 from model.errors import CheckpointError
 from model.preprocessing import Segment
 from model.segmenter import iter_segments
 
-DEMO_MODEL = Path(__file__).parent / "assets" / "demo-model.safetensors"
 _NO_AUDIO = np.zeros((0, 0), np.float32)
-
-
-def default_model_path() -> Path:
-    return DEMO_MODEL
 
 
 def analyse(
@@ -120,7 +116,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    path = args.model or default_model_path()
+    path = args.model or DEMO_MODEL
     if not Path(path).is_file():
         raise CheckpointError(
             f"no trained checkpoint at {path}: train one with `pandapulse train` (or `make demo-model`)"

@@ -32,13 +32,12 @@ from pydantic import (
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 from model import aggregate
+from model.checkpoint import DEMO_MODEL
 from model.detect import DetectorParams
 from service.errors import ConfigError
 
 ENV_PREFIX = "PANDAPULSE__"
 ENV_DELIMITER = "__"
-DEMO_MODEL = Path(__file__).resolve().parents[1] / "model" / "assets" / "demo-model.safetensors"
-"""The committed demo checkpoint the service uses when no model is configured."""
 
 _DETECTOR = DetectorParams()
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
