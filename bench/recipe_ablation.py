@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from model import baselines, calibration
+from model import aggregate, baselines, calibration
 from model.data import build_dataset, subsample
 from model.evaluate import _cganet_fold, make_folds
 from model.train import TrainConfig, set_threads
@@ -90,7 +90,7 @@ def main() -> None:
             p = baselines.fit_predict_baseline(
                 name, data.features[train], y[train], data.features[test], seed=args.seed + k
             )
-            aucs.append(baselines.binary_metrics(y[test], p, np.where(p > 0.5, 0, 1))["auc"])
+            aucs.append(baselines.binary_metrics(y[test], p, aggregate.decide(p))["auc"])
         rows[name] = {"auc": aucs}
         print(f"{name:20s} AUC {np.mean(aucs):.3f} ± {np.std(aucs):.3f}  {np.round(aucs, 3)}")
     for variant in variants:

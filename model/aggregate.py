@@ -5,7 +5,7 @@ encounter and the evaluation's encounter-level accuracy: the paper sums the per-
 probabilities over a segment's 86 frames (eq. 4); an encounter extends that sum over all its
 segments' frames. With every segment having 86 frames, P(success) of an encounter is therefore
 the mean of its segments' p_success (each calibrated, ``model.calibration``), and its verdict is
-the first class when that mean > 0.5 (P_s > P_f).
+the first class when that mean > 0.5 (P_s > P_f, ``decide``).
 
 Between a lower and an upper bound (``UNCERTAIN_BAND``, configurable) the verdict is
 ``uncertain``: a model near chance must never print a bold verdict.
@@ -14,8 +14,24 @@ Between a lower and an upper bound (``UNCERTAIN_BAND``, configurable) the verdic
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import overload
 
 import numpy as np
+
+THRESHOLD = 0.5
+"""Class 0 wins when its probability is above this; at exactly 0.5 class 1 does (P_s > P_f)."""
+
+
+@overload
+def decide(p_class0: float) -> int: ...
+@overload
+def decide(p_class0: np.ndarray) -> np.ndarray: ...
+def decide(p_class0: float | np.ndarray) -> int | np.ndarray:
+    """The predicted column, 0 or 1, for P(class 0): the paper's P_s > P_f, the one rule that
+    every verdict, prediction and metric in PandaPulse decides by. Arrays give int arrays."""
+    if isinstance(p_class0, np.ndarray):
+        return np.where(p_class0 > THRESHOLD, 0, 1)
+    return 0 if p_class0 > THRESHOLD else 1
 
 
 def running_p_success(p_success: Sequence[float] | np.ndarray) -> float | None:
@@ -33,7 +49,7 @@ UNCERTAIN_BAND = (0.4, 0.6)
 def check_band(band: tuple[float, float]) -> tuple[float, float]:
     """``band`` as (lower, upper) floats; ValueError unless 0 <= lower <= 0.5 <= upper <= 1."""
     low, high = (float(b) for b in band)
-    if not 0.0 <= low <= 0.5 <= high <= 1.0:
+    if not 0.0 <= low <= THRESHOLD <= high <= 1.0:
         raise ValueError(
             f"the uncertain band must satisfy 0 <= lower <= 0.5 <= upper <= 1, got {low}-{high}"
         )
@@ -46,10 +62,11 @@ def verdict(
     band: tuple[float, float] = UNCERTAIN_BAND,
 ) -> str | None:
     """``uncertain`` when lower <= p_success <= upper (lower < upper); else the first class name when
-    p_success > 0.5 (the paper's P_s > P_f), the second otherwise; None without segments."""
+    ``decide`` picks it (p_success > 0.5, the paper's P_s > P_f), the second otherwise; None
+    without segments."""
     if p_success is None:
         return None
     low, high = check_band(band)
     if low < high and low <= p_success <= high:  # a zero-width band is the paper's rule
         return UNCERTAIN
-    return class_names[0] if p_success > 0.5 else class_names[1]
+    return class_names[decide(p_success)]

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from model import aggregate
+
 METRICS = ("accuracy", "f1", "recall", "precision", "auc")
 BASELINES = ("svm", "flda")
 SVM_C = 1.0
@@ -89,7 +91,7 @@ def binary_metrics(
     """Accuracy, F1, recall, precision (class 0 positive) and AUC, each in [0, 1].
 
     y_true : (N,) int labels in {0, 1}; p_positive : (N,) P(class 0); y_pred : (N,) predicted
-    labels (default: class 0 where p_positive > 0.5, the paper's P_s > P_f). Computed by
+    labels (default: ``aggregate.decide``, class 0 where p_positive > 0.5). Computed by
     scikit-learn; precision, recall and F1 are 0 where undefined (``zero_division=0``).
     """
     from sklearn import metrics as skm
@@ -97,7 +99,7 @@ def binary_metrics(
     y_true = np.asarray(y_true, dtype=np.int64)
     p_positive = np.asarray(p_positive, dtype=np.float64)
     if y_pred is None:
-        y_pred = np.where(p_positive > 0.5, 0, 1)
+        y_pred = aggregate.decide(p_positive)
     precision, recall, f1, _ = skm.precision_recall_fscore_support(
         y_true, y_pred, labels=[0], average=None, zero_division=0
     )

@@ -171,7 +171,7 @@ def _cganet_fold(
     # scored by the service's own inference path (Classifier: folded batch norm, channels_last,
     # float32, calibrated probability), so the report's figures are what /predict would give
     scored = Classifier(result.model, device=config.device).predict_features(dataset.features[test])
-    pred = np.where(scored.p_success > 0.5, 0, 1)  # the calibrated probability decides
+    pred = aggregate.decide(scored.p_success)  # the calibrated probability decides
     info = {
         "train_segments": len(tr),
         "val_segments": len(va),
@@ -230,7 +230,7 @@ def run_split_mode(
                     mfcc.features[test],
                     seed=fold_config.seed,
                 )
-                pred = np.where(p > 0.5, 0, 1)
+                pred = aggregate.decide(p)
             info["seconds"] = round(time.perf_counter() - start, 1)
             metrics = baselines.binary_metrics(y[test], p, pred)
             metrics["ece"] = calibration.reliability(p, y[test] == 0).ece
@@ -319,8 +319,8 @@ def plot_confusions(
     fig, axes = plt.subplots(1, len(results), figsize=(3.2 * len(results), 3.2), squeeze=False)
     for ax, (method, folds) in zip(axes[0], results.items(), strict=True):
         idx = np.concatenate([f.test for f in folds])
-        # p > 0.5 is CGANet's P_s > P_f, and the baselines' most probable class
-        pred = np.concatenate([np.where(f.p_positive > 0.5, 0, 1) for f in folds])
+        # CGANet's P_s > P_f, and the baselines' most probable class
+        pred = aggregate.decide(np.concatenate([f.p_positive for f in folds]))
         cm = baselines.confusion(labels[idx], pred)
         ax.imshow(cm, cmap="Blues")
         for i in range(2):
@@ -780,7 +780,7 @@ def score_checkpoint(
     for path, data in datasets.items():
         scored = classifier.predict_features(data.features)  # the service's inference path
         p = scored.p_success.astype(np.float64)
-        metrics = baselines.binary_metrics(data.labels, p)  # class 0 where p > 0.5
+        metrics = baselines.binary_metrics(data.labels, p)  # predictions by aggregate.decide
         units, unit_name = aggregation_units(data)
         enc = unit_accuracy(units, data.labels, p, data.class_names)
         ece = calibration.reliability(p, data.labels == 0).ece

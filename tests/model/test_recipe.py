@@ -229,6 +229,16 @@ def test_uncertain_band() -> None:
             aggregate.check_band(bad)
 
 
+def test_one_decision_rule_for_scalars_and_arrays() -> None:
+    """P_s > P_f: class 0 strictly above 0.5, class 1 at 0.5 exactly and below."""
+    assert [aggregate.decide(p) for p in (0.0, 0.49, 0.5, 0.5000001, 1.0)] == [1, 1, 1, 0, 0]
+    assert aggregate.decide(np.float32(0.75)) == 0
+    p = np.array([0.1, 0.5, np.nextafter(0.5, 1.0), 0.9])
+    assert aggregate.decide(p).tolist() == [1, 1, 0, 0]
+    assert aggregate.decide(p).tolist() == np.where(p > 0.5, 0, 1).tolist()
+    assert aggregate.verdict(0.5, band=(0.5, 0.5)) == "failure"
+
+
 def test_class_weights_balance_the_classes() -> None:
     weights = class_weights(np.array([0, 0, 0, 1]))
     assert weights.tolist() == pytest.approx([4 / 6, 2.0])
