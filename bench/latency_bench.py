@@ -51,6 +51,7 @@ if str(REPO) not in sys.path:  # `python bench/latency_bench.py` puts bench/, no
 
 from bench.benchmarks_md import write_section  # noqa: E402
 from model import constants as C  # noqa: E402
+from model.hardware import cpu_model  # noqa: E402
 
 SR = C.SAMPLE_RATE
 SECTION = "## Live latency"
@@ -72,12 +73,6 @@ HOUR_S = 3600.0
 def machine() -> dict[str, str]:
     import torch
 
-    cpu = platform.processor() or "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
     mem = "?"
     with contextlib.suppress(OSError):
         kb = int(Path("/proc/meminfo").read_text().split()[1])
@@ -85,7 +80,7 @@ def machine() -> dict[str, str]:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cores": str(os.cpu_count()),
         "memory": mem,
         "gpu": gpu,

@@ -19,7 +19,6 @@ import argparse
 import contextlib
 import datetime as dt
 import os
-import platform
 import statistics
 import sys
 import time
@@ -42,6 +41,7 @@ from bench.benchmarks_md import write_section  # noqa: E402
 from model import constants as C  # noqa: E402
 from model.classifier import Classifier, inference_network  # noqa: E402
 from model.features import mfcc  # noqa: E402
+from model.hardware import cpu_flags, cpu_model  # noqa: E402
 from model.network import CGANet  # noqa: E402
 
 SECTION = "## Model inference"
@@ -52,22 +52,6 @@ Model = Callable[[torch.Tensor], Any]
 
 
 # --- the machine -----------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:
-        for line in handle:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
-
-
-def cpu_flags() -> set[str]:
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:
-        for line in handle:
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    return set()
 
 
 def load_average() -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ import torch
 from model import aggregate, baselines, calibration
 from model.data import build_dataset, subsample
 from model.evaluate import _cganet_fold, make_folds
+from model.hardware import cpu_model
 from model.train import TrainConfig, set_threads
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -44,14 +44,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "paper": {"recipe": "paper"},
 }
 """Overrides of the default recipe per variant ('paper': the paper's recipe, same epochs)."""
-
-
-def cpu_model() -> str:
-    with open("/proc/cpuinfo") as handle:
-        return next(
-            (line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")),
-            platform.processor() or "unknown CPU",
-        )
 
 
 def config_for(variant: str, epochs: int, seed: int) -> TrainConfig:

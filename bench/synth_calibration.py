@@ -20,6 +20,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from model.hardware import cpu_model
 from model.synth import CALL_TYPE_NAMES, GENERATOR_VERSION, plan_encounter
 from model.synth.spec import OUTCOMES
 
@@ -62,7 +63,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    print(f"generator {GENERATOR_VERSION}; {platform.processor() or platform.machine()}, "
+    print(f"generator {GENERATOR_VERSION}; {cpu_model()}, "
           f"Python {platform.python_version()}")  # fmt: skip
     print(f"{args.encounters} encounters of {args.duration:g} s per h; "
           f"logistic regression, {FOLDS}-fold CV")  # fmt: skip

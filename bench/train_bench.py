@@ -34,8 +34,9 @@ if str(REPO) not in sys.path:  # `python bench/train_bench.py` puts bench/, not 
     sys.path.insert(0, str(REPO))
 
 from bench.benchmarks_md import write_section  # noqa: E402
-from bench.model_bench import SGEMM_N, cpu_model  # noqa: E402
+from bench.model_bench import SGEMM_N  # noqa: E402
 from model import constants as C  # noqa: E402
+from model.hardware import cpu_model  # noqa: E402
 from model.network import CGANet  # noqa: E402
 from model.train import TrainConfig, _Trainer, autocast_dtype  # noqa: E402
 

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from model import aggregate, baselines, calibration
+from model import aggregate, baselines, calibration, hardware
 from model import constants as C
 from model.classifier import Classifier, choose_device
 from model.data import Dataset, build_dataset, subsample
@@ -416,16 +416,8 @@ def plot_tsne(
 
 
 def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next(
-                (ln.split(":", 1)[1].strip() for ln in handle if ln.startswith("model name")), cpu
-            )
-    except OSError:
-        pass
     info: dict[str, Any] = {
-        "cpu": cpu,
+        "cpu": hardware.cpu_model(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
