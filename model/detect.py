@@ -30,12 +30,30 @@ LEVEL_FLOOR_DB = -120.0
 """dBFS given to digital silence (log of zero), so levels stay finite."""
 
 
+_RANGES: dict[str, tuple[float, float, bool]] = {
+    "frame_samples": (64, 44_100, True),
+    "on_db": (0.0, 60.0, False),
+    "off_db": (0.0, 60.0, True),
+    "min_call_s": (0.0, 10.0, True),
+    "hangover_s": (0.0, 10.0, True),
+    "max_call_s": (0.0, 3600.0, False),
+    "floor_rise_s": (0.0, 600.0, False),
+    "floor_fall_s": (0.0, 600.0, False),
+    "floor_init_s": (0.0, 60.0, True),
+    "floor_init_percentile": (0.0, 100.0, True),
+    "min_level_db": (LEVEL_FLOOR_DB, 0.0, True),
+}
+"""(low, high, whether low is allowed) of each ``DetectorParams`` field; high always is."""
+
+
 @dataclass(frozen=True)
 class DetectorParams:
     """Settings of the energy detector. Times in seconds, levels in dB.
 
     The defaults suit the synthetic encounters (SNR 0-25 dB) and the real calls in
-    ``../shared/data``; tune ``on_db``/``off_db`` first when a site is noisier.
+    ``../shared/data``; tune ``on_db``/``off_db`` first when a site is noisier. Declared once:
+    the service's ``detector:`` configuration section is this class, validated by pydantic
+    with ``__post_init__``'s checks (``_RANGES`` and the two cross-field rules).
     """
 
     frame_samples: int = 1024
@@ -66,25 +84,20 @@ class DetectorParams:
 
     def __post_init__(self) -> None:
         problems = []
-        if self.frame_samples < 64:
-            problems.append(f"frame_samples must be at least 64, got {self.frame_samples}")
-        if not 0.0 <= self.off_db < self.on_db:
+        for name, (low, high, low_closed) in _RANGES.items():
+            value = getattr(self, name)
+            inside = (low <= value if low_closed else low < value) and value <= high
+            if not inside:  # NaN is never inside
+                span = f"{'[' if low_closed else '('}{low:g}, {high:g}]"
+                problems.append(f"{name} must be in {span}, got {value}")
+        if not self.off_db < self.on_db:
             problems.append(
-                f"need 0 <= off_db < on_db, got off_db={self.off_db}, on_db={self.on_db}"
+                f"off_db ({self.off_db}) must be lower than on_db ({self.on_db}): the detector"
+                " needs hysteresis (off_db < on_db)"
             )
-        for name in ("min_call_s", "hangover_s", "floor_init_s"):
-            if getattr(self, name) < 0:
-                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("floor_rise_s", "floor_fall_s"):
-            if getattr(self, name) <= 0:
-                problems.append(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.max_call_s <= self.min_call_s:
+        if not self.max_call_s > self.min_call_s:
             problems.append(
                 f"max_call_s ({self.max_call_s}) must exceed min_call_s ({self.min_call_s})"
-            )
-        if not 0.0 <= self.floor_init_percentile <= 100.0:
-            problems.append(
-                f"floor_init_percentile must be in [0, 100], got {self.floor_init_percentile}"
             )
         if problems:
             raise ValueError("invalid detector settings: " + "; ".join(problems))

@@ -39,7 +39,6 @@ from service.errors import ConfigError
 ENV_PREFIX = "PANDAPULSE__"
 ENV_DELIMITER = "__"
 
-_DETECTOR = DetectorParams()
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
@@ -116,49 +115,6 @@ class SourceSettings(_Section):
     @property
     def label(self) -> str:
         return self.enclosure or self.id
-
-
-class DetectorSettings(_Section):
-    """The energy detector's settings (``model.detect.DetectorParams``, same names and defaults)."""
-
-    frame_samples: int = Field(default=_DETECTOR.frame_samples, ge=64, le=44_100)
-    """Samples per analysis frame at 44.1 kHz (1024 = 23.2 ms)."""
-    on_db: float = Field(default=_DETECTOR.on_db, gt=0, le=60)
-    """A call starts when a channel's frame RMS is this far above its noise floor (dB)."""
-    off_db: float = Field(default=_DETECTOR.off_db, ge=0, le=60)
-    """...and goes on while a channel stays this far above it (dB); must be < on_db."""
-    min_call_s: float = Field(default=_DETECTOR.min_call_s, ge=0, le=10)
-    """Shorter calls (clicks, knocks) are ignored (s)."""
-    hangover_s: float = Field(default=_DETECTOR.hangover_s, ge=0, le=10)
-    """A call ends this long after its last loud frame (s)."""
-    max_call_s: float = Field(default=_DETECTOR.max_call_s, gt=0, le=3600)
-    """Longer 'calls' are taken as a rise of the background; the floor is re-based (s)."""
-    floor_rise_s: float = Field(default=_DETECTOR.floor_rise_s, gt=0, le=600)
-    """Time constant of the noise floor following a rising level (s)."""
-    floor_fall_s: float = Field(default=_DETECTOR.floor_fall_s, gt=0, le=600)
-    """Time constant of the noise floor following a falling level (s)."""
-    floor_init_s: float = Field(default=_DETECTOR.floor_init_s, ge=0, le=60)
-    """The first floor estimate comes from this much audio (s)."""
-    floor_init_percentile: float = Field(default=_DETECTOR.floor_init_percentile, ge=0, le=100)
-    """Percentile of the first frames' levels taken as the starting floor."""
-    min_level_db: float = Field(default=_DETECTOR.min_level_db, ge=-120, le=0)
-    """Frames quieter than this (dBFS) never count as calling."""
-
-    @model_validator(mode="after")
-    def _check_hysteresis(self) -> DetectorSettings:
-        if self.off_db >= self.on_db:
-            raise ValueError(
-                f"off_db ({self.off_db}) must be lower than on_db ({self.on_db}): the"
-                " detector needs hysteresis"
-            )
-        if self.max_call_s <= self.min_call_s:
-            raise ValueError(
-                f"max_call_s ({self.max_call_s}) must exceed min_call_s ({self.min_call_s})"
-            )
-        return self
-
-    def params(self) -> DetectorParams:
-        return DetectorParams(**self.model_dump())
 
 
 class InferenceSettings(_Section):
@@ -266,7 +222,8 @@ class Settings(BaseSettings):
 
     server: ServerSettings = ServerSettings()
     sources: list[SourceSettings] = Field(default_factory=_demo_sources, min_length=1)
-    detector: DetectorSettings = DetectorSettings()
+    detector: DetectorParams = DetectorParams()
+    """The energy detector, declared once in ``model.detect`` (its checks run here too)."""
     inference: InferenceSettings = InferenceSettings()
     encounter: EncounterSettings = EncounterSettings()
     alerts: AlertSettings = AlertSettings()
@@ -340,7 +297,8 @@ def _format_errors(err: ValidationError, origin: str) -> str:
     for item in err.errors():
         loc = ".".join(str(part) for part in item["loc"]) or "(top level)"
         msg = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
+        # a pydantic model says extra_forbidden, a dataclass (``detector``) the keyword one
+        if item["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
             msg = "unknown key (see deploy/pandapulse.example.yaml for the accepted ones)"
         lines.append(f"  {loc}: {msg}")
     return f"invalid configuration ({origin}):\n" + "\n".join(lines)

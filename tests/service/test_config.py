@@ -26,7 +26,7 @@ def test_defaults_are_the_demo() -> None:
     assert s.server.host == "127.0.0.1" and s.server.token is None
     assert s.server.cors_origins == []
     assert s.inference.model_path == DEMO_MODEL
-    assert s.detector.params() == DetectorParams()
+    assert s.detector == DetectorParams()
 
 
 def test_yaml_then_env_then_overrides(tmp_path: Path) -> None:
@@ -64,6 +64,7 @@ def test_env_list_as_json() -> None:
         ("server: {prot: 1}", "server.prot"),
         ("bogus: 1", "bogus"),
         ("sources: [{id: a, colour: red}]", "sources.0.colour"),
+        ("detector: {on_dB: 7}", "detector.on_dB"),
     ],
 )
 def test_unknown_keys_refused(tmp_path: Path, text: str, where: str) -> None:
@@ -76,12 +77,26 @@ def test_unknown_env_section_refused() -> None:
         load_settings(environ={"PANDAPULSE__SERVR__PORT": "1"})
     with pytest.raises(ConfigError, match=r"server\.colour: unknown key"):
         load_settings(environ={"PANDAPULSE__SERVER__COLOUR": "1"})
+    with pytest.raises(ConfigError, match=r"detector\.colour: unknown key"):
+        load_settings(environ={"PANDAPULSE__DETECTOR__COLOUR": "1"})
+
+
+def test_detector_section_is_the_model_s_detector_params(tmp_path: Path) -> None:
+    """One declaration (``model.detect.DetectorParams``): YAML and environment build it."""
+    path = write(tmp_path, "detector: {on_db: 9, frame_samples: 512}")
+    s = load_settings(path, environ={"PANDAPULSE__DETECTOR__OFF_DB": "5.5"})
+    assert s.detector == DetectorParams(on_db=9.0, off_db=5.5, frame_samples=512)
+    assert type(s.detector) is DetectorParams
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
         ("detector: {on_db: 6, off_db: 8}", "off_db .* must be lower than on_db"),
+        ("detector: {on_db: 70, off_db: 4}", r"on_db must be in \(0, 60\], got 70"),
+        ("detector: {min_level_db: -130}", r"min_level_db must be in \[-120, 0\]"),
+        ("detector: {frame_samples: 1000.5}", "detector.frame_samples"),
+        ("detector: 3", "detector"),
         ("alerts: {failure_threshold: 0.6, clear_threshold: 0.7}", "clear_threshold .* lower"),
         ("sources: [{id: a}, {id: a}]", "source ids must be unique; repeated: a"),
         ("sources: [{id: a, kind: file}]", "file source and needs a 'path'"),
@@ -180,7 +195,7 @@ def test_example_config_shows_the_defaults() -> None:
     for section, values in example.items():
         if section == "sources":
             continue
-        expected = getattr(defaults, section).model_dump(mode="json")
+        expected = defaults.model_dump(mode="json")[section]
         assert set(values) | {"token"} >= set(expected) - {"token"}, section
         for key, value in values.items():
             assert value == expected[key], (
