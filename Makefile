@@ -1,4 +1,4 @@
-# One command per gate; CI runs `make test` through .ci/run.
+# One command per gate; CI runs `make lint` and `make test` through .ci/run.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SETUP := $(VENV)/.setup-stamp
@@ -18,10 +18,9 @@ run: $(SETUP)
 test: $(SETUP)
 	bash scripts/test.sh
 
+## ruff, ruff format --check, mypy: the gate .ci/run and the pre-commit hook run too.
 lint: $(SETUP)
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy model service
+	VENV=$(VENV) bash scripts/lint.sh
 
 format: $(SETUP)
 	$(VENV)/bin/ruff format .
