@@ -359,18 +359,20 @@ def measure_capacity(
             after = bench.runtime.pipeline.stats()
             time.sleep(1.0)
             lat = latencies(bench, client.segments(), since=t0)
-        src_b, src_a = before["sources"], after["sources"]
-        dropped_blocks = sum(src_a[s]["dropped_blocks"] - src_b[s]["dropped_blocks"] for s in src_a)
-        inf_b, inf_a = before["inference"], after["inference"]
-        scored = inf_a["segments"] - inf_b["segments"]
+        src_b, src_a = before.sources, after.sources
+        dropped_blocks = sum(
+            src_a[s].source.dropped_blocks - src_b[s].source.dropped_blocks for s in src_a
+        )
+        inf_b, inf_a = before.inference, after.inference
+        scored = inf_a.segments - inf_b.segments
         row = {
             "sources": n,
             "segments_per_s": scored / window_s,
             "dropped_blocks": dropped_blocks,
-            "dropped_segments": inf_a["dropped_segments"] - inf_b["dropped_segments"],
-            "overruns": inf_a["overruns"] - inf_b["overruns"],
-            "queued": inf_a["queued"],
-            "batch_mean_ms": inf_a["mean_ms"],
+            "dropped_segments": inf_a.dropped_segments - inf_b.dropped_segments,
+            "overruns": inf_a.overruns - inf_b.overruns,
+            "queued": inf_a.queued,
+            "batch_mean_ms": inf_a.mean_ms,
             "p50_ms": pct(lat["total"], 50),
             "p95_ms": pct(lat["total"], 95),
             "received": int(lat["total"].size),
@@ -532,7 +534,7 @@ def report(
     ]
     if lat is not None:
         t = lat["lat"]
-        inf = lat["stats"]["inference"]
+        inf = lat["stats"].inference
         lines += [
             f"**Latency** ({lat['sources']} real-time sources of synthetic encounters,"
             f" {t['total'].size} segments in {lat['elapsed_s']:.0f} s; target p95 <= 100 ms):",
@@ -545,8 +547,8 @@ def report(
             f"| ... ... of which the inference of the segment's batch | {pct(t['infer'], 50):.0f} | {pct(t['infer'], 95):.0f} |",
             f"| ... ... of which store (SQLite + FLAC) + publish, sink -> client | {pct(t['publish'], 50):.0f} | {pct(t['publish'], 95):.0f} |",
             "",
-            f"Inference batches: mean {inf['mean_ms']} ms, p95 {inf['p95_ms']} ms;"
-            f" overruns {inf['overruns']}, dropped segments {inf['dropped_segments']}.",
+            f"Inference batches: mean {inf.mean_ms} ms, p95 {inf.p95_ms} ms;"
+            f" overruns {inf.overruns}, dropped segments {inf.dropped_segments}.",
             "",
         ]
     if cap:

@@ -27,15 +27,16 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import httpx
 
 from model.classes import is_panda
 from service.errors import ConfigError
-from service.storage import OutboxItem, Storage
+from service.records import OutboxRow
+from service.storage import Storage
+from service.storage_thread import StorageClosed, StorageThread
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +115,8 @@ def backoff_s(attempts: int, schedule: Sequence[float]) -> float:
 class OutboxWorker:
     """Delivers the webhook outbox from a daemon thread.
 
-    Database access goes through ``run_db(fn) -> Future`` (the storage owner's thread); the HTTP
-    calls happen on this worker's own thread, so a slow receiver never blocks storage.
+    Database access goes through the ``StorageThread``; the HTTP calls happen on this worker's
+    own thread, so a slow receiver never blocks storage.
     ``wake()`` makes it look at the outbox at once (a new alert was stored).
     """
 
@@ -124,13 +125,13 @@ class OutboxWorker:
 
     def __init__(
         self,
-        run_db: Callable[[Callable[[Storage], Any]], Future[Any]],
+        store: StorageThread,
         *,
         schedule: Sequence[float],
         timeout_s: float,
         client: httpx.Client | None = None,
     ) -> None:
-        self._run_db = run_db
+        self._store = store
         self._schedule = list(schedule)
         self._client = client or httpx.Client(timeout=timeout_s, follow_redirects=False)
         self._wake = threading.Event()
@@ -154,14 +155,14 @@ class OutboxWorker:
         self._wake.set()
 
     def _db(self, fn: Callable[[Storage], T]) -> T:
-        return self._run_db(fn).result()
+        return self._store.run(fn).result()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
                 self._deliver_due()
                 next_due = self._db(lambda s: s.next_outbox_due())
-            except RuntimeError as err:
+            except StorageClosed as err:
                 # The storage worker shut down under us: the service is stopping.
                 log.debug("outbox worker stops: %s", err)
                 return
@@ -183,7 +184,7 @@ class OutboxWorker:
                     return
                 self._deliver(item)
 
-    def _deliver(self, item: OutboxItem) -> None:
+    def _deliver(self, item: OutboxRow) -> None:
         try:
             response = self._client.post(
                 item.url, content=item.payload, headers={"Content-Type": "application/json"}

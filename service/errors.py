@@ -12,3 +12,11 @@ class ConfigError(PandaPulseError):
 
 class StorageError(PandaPulseError):
     """The service's database or clip store failed."""
+
+
+class UnknownSource(PandaPulseError, LookupError):
+    """A keeper named a source that is not configured (the API answers 404)."""
+
+    def __init__(self, source: str, known: list[str]) -> None:
+        super().__init__(f"no source {source!r}; configured sources: {', '.join(known)}")
+        self.source = source

@@ -1,45 +1,58 @@
 """Prometheus metrics, rendered from the same ``stats`` the dashboard sees.
 
 Each app gets its own ``CollectorRegistry`` (never prometheus-client's global one, so several
-apps in one process, as in the tests, do not collide). One custom collector turns the latest
-``stats`` payload (docs/PROTOCOL.md) into metric families at scrape time, so the counters on
-``/metrics``, ``/stats`` and the WebSocket cannot disagree.
+apps in one process, as in the tests, do not collide). One custom collector turns the ``Stats``
+of a scrape (the ``stats`` payload of docs/PROTOCOL.md) and the service's other ``Counter``s
+into metric families, so the counters on ``/metrics``, ``/stats`` and the WebSocket cannot
+disagree.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from service.wire import Stats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _SOURCE_STATES = ("ok", "stalled", "stopped", "starting")
 
 
+class Counter(NamedTuple):
+    """A counter beyond the ``stats`` payload: exported as ``pandapulse_<name>``."""
+
+    name: str
+    value: float
+    help: str
+
+
 class StatsCollector(Collector):
-    """Yields metric families from the last ``stats`` dict handed to ``update``."""
+    """Yields metric families from the ``Stats`` and counters last handed to ``update``."""
 
     def __init__(self) -> None:
-        self._stats: dict[str, Any] = {}
+        self._stats: Stats | None = None
+        self._counters: Sequence[Counter] = ()
 
-    def update(self, stats: dict[str, Any]) -> None:
+    def update(self, stats: Stats, counters: Sequence[Counter] = ()) -> None:
         self._stats = stats
+        self._counters = counters
 
     def collect(self) -> Iterator[Metric]:
         s = self._stats
-        if not s:
+        if s is None:
             return
         up = GaugeMetricFamily("pandapulse_uptime_seconds", "Seconds since the service started")
-        up.add_metric([], s["uptime_s"])
+        up.add_metric([], s.uptime_s)
         yield up
         info = GaugeMetricFamily(
             "pandapulse_model_info", "The loaded model (always 1)", labels=["version", "device"]
         )
-        info.add_metric([s["model_version"], s["device"]], 1)
+        info.add_metric([s.model_version, s.device], 1)
         yield info
 
         status = GaugeMetricFamily(
@@ -61,51 +74,53 @@ class StatsCollector(Collector):
             "Seconds since audio last arrived",
             labels=["source"],
         )
-        for source, src in s["sources"].items():
+        for source, src in s.sources.items():
             for state in _SOURCE_STATES:
-                status.add_metric([source, state], 1.0 if src["status"] == state else 0.0)
-            blocks.add_metric([source], src["blocks"])
-            overflows.add_metric([source], src["overflows"])
-            dropped.add_metric([source], src["dropped_blocks"])
-            if src["last_audio_age_s"] is not None:
-                age.add_metric([source], src["last_audio_age_s"])
+                status.add_metric([source, state], 1.0 if src.status == state else 0.0)
+            blocks.add_metric([source], src.blocks)
+            overflows.add_metric([source], src.overflows)
+            dropped.add_metric([source], src.dropped_blocks)
+            if src.last_audio_age_s is not None:
+                age.add_metric([source], src.last_audio_age_s)
         yield from (status, blocks, overflows, dropped, age)
 
-        inf = s["inference"]
+        inf = s.inference
         segments = CounterMetricFamily("pandapulse_inference_segments", "Segments scored")
-        segments.add_metric([], inf["segments"])
+        segments.add_metric([], inf.segments)
         batches = CounterMetricFamily("pandapulse_inference_batches", "Inference batches run")
-        batches.add_metric([], inf["batches"])
+        batches.add_metric([], inf.batches)
         overruns = CounterMetricFamily(
             "pandapulse_inference_overruns", "Batches that took longer than the audio they cover"
         )
-        overruns.add_metric([], inf["overruns"])
+        overruns.add_metric([], inf.overruns)
         yield from (segments, batches, overruns)
-        for key, help_text in (("mean_ms", "Mean"), ("p95_ms", "95th percentile")):
-            if inf.get(key) is not None:
+        for name, value, help_text in (
+            ("mean", inf.mean_ms, "Mean"),
+            ("p95", inf.p95_ms, "95th percentile"),
+        ):
+            if value is not None:
                 g = GaugeMetricFamily(
-                    f"pandapulse_inference_{key.removesuffix('_ms')}_milliseconds",
+                    f"pandapulse_inference_{name}_milliseconds",
                     f"{help_text} processing time per batch (recent window)",
                 )
-                g.add_metric([], inf[key])
+                g.add_metric([], value)
                 yield g
 
         clients = GaugeMetricFamily("pandapulse_ws_clients", "Connected WebSocket clients")
-        clients.add_metric([], s["ws"]["clients"])
+        clients.add_metric([], s.ws.clients)
         ws_dropped = CounterMetricFamily(
             "pandapulse_ws_dropped", "Live updates dropped for slow WebSocket clients"
         )
-        ws_dropped.add_metric([], s["ws"]["dropped"])
+        ws_dropped.add_metric([], s.ws.dropped)
         stored = GaugeMetricFamily("pandapulse_storage_segments", "Segments in the database")
-        stored.add_metric([], s["storage"]["segments"])
+        stored.add_metric([], s.storage.segments)
         pending = GaugeMetricFamily("pandapulse_outbox_pending", "Webhook deliveries not yet done")
-        pending.add_metric([], s["storage"]["outbox_pending"])
+        pending.add_metric([], s.storage.outbox_pending)
         yield from (clients, ws_dropped, stored, pending)
 
-        extra = s.get("_extra", {})
-        for name, (value, help_text) in extra.items():
-            c = CounterMetricFamily(f"pandapulse_{name}", help_text)
-            c.add_metric([], value)
+        for counter in self._counters:
+            c = CounterMetricFamily(f"pandapulse_{counter.name}", counter.help)
+            c.add_metric([], counter.value)
             yield c
 
 
@@ -117,9 +132,7 @@ class Metrics:
         self.collector = StatsCollector()
         self.registry.register(self.collector)
 
-    def render(
-        self, stats: dict[str, Any], extra: dict[str, tuple[float, str]] | None = None
-    ) -> bytes:
-        """Prometheus text exposition of ``stats`` plus ``extra`` counters ``{name: (value, help)}``."""
-        self.collector.update({**stats, "_extra": extra or {}})
+    def render(self, stats: Stats, counters: Sequence[Counter] = ()) -> bytes:
+        """Prometheus text exposition of ``stats`` plus ``counters``."""
+        self.collector.update(stats, counters)
         return generate_latest(self.registry)

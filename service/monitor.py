@@ -1,36 +1,54 @@
-"""The service's ``EventSink``: encounters, alerts and storage, then publication.
+"""The service's ``EventSink`` and the keepers' actions: encounters, alerts, storage, publication.
 
 Threads and ownership
 ---------------------
 The pipeline calls ``on_*`` from its threads. Level and spectrogram updates are serialised on
 that thread and handed to the event loop (``Hub.publish_threadsafe``): they are not stored.
-Everything else becomes a job for the monitor's single worker thread, which owns the
-``Storage`` (the one SQLite writer), the ``EncounterBook`` and the alarms, so none of that
-state needs a lock. A job stores first and publishes after, so a client never sees a segment,
-encounter or alert that is not on disk. API routes reach the same thread through ``db``/``adb``.
+Everything else becomes a job for the ``StorageThread``, which owns the ``Storage`` (the one
+SQLite writer); the ``EncounterBook`` and the alarms are touched only from inside those jobs,
+so none of that state needs a lock. A job stores first and publishes after, so a client never
+sees a segment, encounter or alert that is not on disk.
 
-The job queue is bounded (``JOB_SLOTS``); when storage falls that far behind, ``on_segment``
-blocks the inference worker (segments are never dropped; the pipeline counts the overrun).
+The keepers' actions and the reads the API needs are ``async`` methods: each hops to the
+storage thread itself (``StorageThread.arun``), so a caller cannot run them on the wrong
+thread. When storage falls ``JOB_SLOTS`` jobs behind, ``on_segment`` blocks the inference
+worker (segments are never dropped; the pipeline counts the overrun).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from pathlib import Path
+from typing import Literal
 
 from model import constants as C
 from service.alerts import FailureAlarm, FailureRule, OutboxWorker, alarm_column
 from service.config import Settings
-from service.encounter import EncounterBook, EncounterRules, OpenEncounter
+from service.encounter import EncounterBook, EncounterRules
+from service.errors import UnknownSource
 from service.hub import Hub
+from service.records import (
+    AlertKind,
+    AlertRow,
+    EncounterRecord,
+    EncounterRow,
+    LiveRecords,
+    Outcome,
+    Removed,
+    SegmentRow,
+)
 from service.storage import Storage
-from service.types import CallEvent, LevelUpdate, ScoredSegment, SourceStatus, SpectrogramColumns
+from service.storage_thread import StorageThread
+from service.types import (
+    CallEvent,
+    LevelUpdate,
+    ScoredSegment,
+    SourceHealth,
+    SourceStatus,
+    SpectrogramColumns,
+)
 from service.wire import (
     Alert,
     AlertMsg,
@@ -43,13 +61,11 @@ from service.wire import (
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 EncounterAction = Literal["started", "stopped", "outcome", "updated"]
 
-JOB_SLOTS = 1024
-"""Jobs waiting for the storage thread before producers block."""
 TICK_SAMPLES = C.SAMPLE_RATE
 """How often (in source samples) level updates trigger the silence check of auto encounters."""
+MIB = 1024 * 1024
 
 
 class Monitor:
@@ -93,110 +109,55 @@ class Monitor:
                 " no failure alarm will be raised",
                 list(class_names),
             )
+        st = settings.storage
+        self.store = StorageThread(lambda: Storage(st.data_dir, keep_clips=st.keep_clips))
+        self.outbox = OutboxWorker(
+            self.store, schedule=a.retry_schedule_s, timeout_s=a.webhook_timeout_s
+        )
         self._alarms: dict[int, FailureAlarm] = {}
         self._origins: dict[str, float] = {}
         self._last_tick: dict[str, int] = {}
-        self.source_status: dict[str, str] = {s.id: "starting" for s in settings.sources}
+        self.source_status: dict[str, SourceHealth] = {s.id: "starting" for s in settings.sources}
         self.source_detail: dict[str, str] = {}
         self.calls = 0
         self.segments_stored = 0
         self.alerts_raised = 0
-        self.store_errors = 0
-        self._executor: ThreadPoolExecutor | None = None
-        self._slots = threading.BoundedSemaphore(JOB_SLOTS)
-        self._storage: Storage | None = None
-        self.outbox: OutboxWorker | None = None
+
+    @property
+    def alarm_class(self) -> str | None:
+        return None if self.alarm_column is None else self.class_names[self.alarm_column]
+
+    @property
+    def store_errors(self) -> int:
+        return self.store.failed_jobs
 
     # --- life cycle ---------------------------------------------------------------------------
     def start(self) -> None:
-        """Open storage on the worker thread, restore open encounters, start webhook delivery."""
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="pandapulse-store")
-        try:
-            self._executor.submit(self._open).result()
-        except BaseException:
-            self._executor.shutdown(wait=True)
-            self._executor = None
-            raise
-        a = self.settings.alerts
-        self.outbox = OutboxWorker(
-            self.db, schedule=a.retry_schedule_s, timeout_s=a.webhook_timeout_s
-        )
+        """Open storage, restore open encounters, start webhook delivery (blocking)."""
+        self.store.start(then=self._restore)
         self.outbox.start()
 
     def stop(self) -> None:
-        """Close automatic encounters, finish queued jobs, stop delivery, close the database."""
-        if self.outbox is not None:
-            self.outbox.stop()
-            self.outbox = None
-        if self._executor is None:
-            return
-        self._executor.submit(self._close).result()
-        self._executor.shutdown(wait=True)
-        self._executor = None
+        """Stop delivery, finish queued jobs, close automatic encounters and the database."""
+        self.outbox.stop()
+        self.store.stop(before=self._close_auto)
 
-    def _open(self) -> None:
-        st = self.settings.storage
-        self._storage = Storage(st.data_dir, keep_clips=st.keep_clips)
-        self.segments_stored = self._storage.count_segments()
-        for row in self._storage.open_encounters():
-            if row["auto"]:
+    def _restore(self, storage: Storage) -> None:
+        self.segments_stored = storage.count_segments()
+        for row in storage.open_encounters():
+            if row.auto:
                 # Its audio context is gone with the old process: close it where it stopped.
-                self._storage.stop_encounter(row["id"])
+                storage.stop_encounter(row.id)
                 continue
-            p = [s["p_success"] for s in self._storage.segments_of(row["id"])]
-            self.book.track(row["id"], row["source"], auto=False, p_success=p)
+            p = [s.p_success for s in storage.segments_of(row.id)]
+            self.book.track(row.id, row.source, auto=False, p_success=p)
 
-    def _close(self) -> None:
-        assert self._storage is not None
+    def _close_auto(self, storage: Storage) -> None:
         for enc in self.book.all():
             if enc.auto:
-                self._stop_encounter(self._storage, enc.id)
-        self._storage.close()
-        self._storage = None
+                self._stop_encounter(storage, enc.id)
 
-    # --- the storage thread ---------------------------------------------------------------------
-    def db(self, fn: Callable[[Storage], T]) -> Future[T]:
-        """Run ``fn(storage)`` on the storage thread; blocks while JOB_SLOTS jobs are waiting."""
-        executor = self._executor
-        if executor is None:
-            raise RuntimeError("the monitor is not running")
-        self._slots.acquire()
-        try:
-            future = executor.submit(self._job, fn)
-        except BaseException:
-            self._slots.release()
-            raise
-        future.add_done_callback(lambda _: self._slots.release())
-        return future
-
-    async def adb(self, fn: Callable[[Storage], T]) -> T:
-        """``db`` for coroutines (the wait for a free slot happens off the loop)."""
-        if self._slots.acquire(blocking=False):
-            self._slots.release()
-            return await asyncio.wrap_future(self.db(fn))
-        future = await asyncio.to_thread(self.db, fn)
-        return await asyncio.wrap_future(future)
-
-    def _job(self, fn: Callable[[Storage], T]) -> T:
-        if self._storage is None:
-            raise RuntimeError("storage is closed")
-        return fn(self._storage)
-
-    def _background(self, fn: Callable[[Storage], Any]) -> None:
-        """A fire-and-forget job from a pipeline thread; its errors are logged, not raised."""
-        try:
-            future = self.db(fn)
-        except RuntimeError:
-            return  # stopping
-        future.add_done_callback(self._log_failure)
-
-    def _log_failure(self, future: Future[Any]) -> None:
-        err = future.exception()
-        if err is not None:
-            self.store_errors += 1
-            log.error("storage job failed: %s", err, exc_info=err)
-
-    # --- EventSink ------------------------------------------------------------------------------
+    # --- EventSink (pipeline threads) ---------------------------------------------------------
     def on_level(self, event: LevelUpdate) -> None:
         self._origin(event.source_id, event.start)
         self.hub.publish_threadsafe(
@@ -211,7 +172,7 @@ class Monitor:
         if last is None or event.start - last >= TICK_SAMPLES:
             self._last_tick[event.source_id] = event.start
             if self.settings.encounter.auto:
-                self._background(lambda s: self._close_if_silent(s, event.source_id, event.start))
+                self.store.submit(lambda s: self._close_if_silent(s, event.source_id, event.start))
 
     def on_spectrogram(self, event: SpectrogramColumns) -> None:
         cols = event.columns
@@ -230,7 +191,7 @@ class Monitor:
 
     def on_segment(self, event: ScoredSegment) -> None:
         self._origin(event.source_id, event.start)
-        self._background(lambda s: self._store_segment(s, event))
+        self.store.submit(lambda s: self._store_segment(s, event))
 
     def on_source_status(self, event: SourceStatus) -> None:
         previous = self.source_status.get(event.source_id)
@@ -238,11 +199,10 @@ class Monitor:
         self.source_detail[event.source_id] = event.detail
         if event.status == "stalled" and previous != "stalled":
             log.warning("source %s stalled: %s", event.source_id, event.detail)
-            self._background(lambda s: self._raise_stalled(s, event))
+            self.store.submit(lambda s: self._raise_stalled(s, event))
         elif event.status == "ok" and previous == "stalled":
             log.info("source %s: audio flows again", event.source_id)
 
-    # --- jobs (storage thread) --------------------------------------------------------------
     def _origin(self, source: str, sample: int) -> float:
         """Unix time of the source's sample 0, fixed by its first event (wall time = origin +
         samples / rate)."""
@@ -254,11 +214,142 @@ class Monitor:
     def wall_time(self, source: str, sample: int) -> datetime:
         return datetime.fromtimestamp(self._origin(source, sample) + sample / C.SAMPLE_RATE, UTC)
 
+    # --- keepers' actions (any coroutine; each hops to the storage thread) --------------------
+    async def start_encounter(
+        self, source: str, *, pair: str = "", keeper: str = "", notes: str = ""
+    ) -> EncounterRow:
+        """Start an encounter on ``source`` (its open one, if any, is stopped first)."""
+        self._check_source(source)
+        return await self.store.arun(
+            lambda s: self._start_encounter(
+                s, source, auto=False, pair=pair, keeper=keeper, notes=notes
+            )
+        )
+
+    async def stop_encounter(self, encounter_id: int) -> EncounterRow | None:
+        """Stop an encounter (a stopped one is returned as it is); None when there is none."""
+        return await self.store.arun(lambda s: self._stop_if_open(s, encounter_id))
+
+    async def set_outcome(
+        self,
+        encounter_id: int,
+        *,
+        outcome: Outcome,
+        copulation_observed: bool | None = None,
+        pregnancy_confirmed: bool | None = None,
+        notes: str | None = None,
+    ) -> EncounterRow | None:
+        """Record what happened; None when there is no such encounter."""
+
+        def job(s: Storage) -> EncounterRow | None:
+            if s.get_encounter(encounter_id) is None:
+                return None
+            row = s.set_outcome(
+                encounter_id,
+                outcome=outcome,
+                copulation_observed=copulation_observed,
+                pregnancy_confirmed=pregnancy_confirmed,
+                notes=notes,
+            )
+            self._publish_encounter("outcome", row)
+            return row
+
+        return await self.store.arun(job)
+
+    async def acknowledge(self, alert_id: int, by: str = "") -> AlertRow | None:
+        """A keeper has seen the alert (once; later calls return it unchanged)."""
+
+        def job(s: Storage) -> AlertRow | None:
+            before = s.get_alert(alert_id)
+            if before is None or before.acknowledged:
+                return before
+            alert = s.acknowledge_alert(alert_id, by)
+            if alert is not None:
+                log.info("alert %d acknowledged by %s", alert_id, by or "a keeper")
+                self.hub.publish_threadsafe(AlertMsg(action="acknowledged", alert=Alert.of(alert)))
+            return alert
+
+        return await self.store.arun(job)
+
+    async def test_alert(self, source: str | None = None) -> AlertRow:
+        """Send a ``test`` alert through every channel (WebSocket, log, webhooks)."""
+        if source is not None:
+            self._check_source(source)
+
+        def job(s: Storage) -> AlertRow:
+            enc = None if source is None else self.book.get(source)
+            where = "" if source is None else " for " + self._label(source)
+            return self._raise(
+                s,
+                kind="test",
+                source=source,
+                encounter_id=None if enc is None else enc.id,
+                p_failure=None,
+                message=f"Test alert from PandaPulse{where}; no action needed.",
+            )
+
+        return await self.store.arun(job)
+
+    async def apply_retention(self) -> Removed:
+        """Delete what ``storage.keep_days`` and ``storage.max_disk_mb`` no longer keep."""
+        st = self.settings.storage
+        removed = await self.store.arun(
+            lambda s: s.apply_retention(
+                keep_days=st.keep_days, max_disk_bytes=int(st.max_disk_mb * MIB)
+            )
+        )
+        if removed:
+            log.info("retention removed %s", removed.summary())
+        return removed
+
+    # --- reads for the API ----------------------------------------------------------------------
+    async def encounters(
+        self, *, limit: int = 50, offset: int = 0, source: str | None = None
+    ) -> tuple[list[EncounterRow], int]:
+        """A page of encounters, newest first, and how many there are in all."""
+        return await self.store.arun(
+            lambda s: s.list_encounters(limit=limit, offset=offset, source=source)
+        )
+
+    async def all_encounters(self) -> list[EncounterRow]:
+        return await self.store.arun(lambda s: s.all_encounters())
+
+    async def encounter(self, encounter_id: int) -> EncounterRecord | None:
+        return await self.store.arun(lambda s: s.encounter_record(encounter_id))
+
+    async def segments_of(self, encounter_id: int) -> list[SegmentRow] | None:
+        """The encounter's segments, oldest first; None when there is no such encounter."""
+
+        def read(s: Storage) -> list[SegmentRow] | None:
+            if s.get_encounter(encounter_id) is None:
+                return None
+            return s.segments_of(encounter_id)
+
+        return await self.store.arun(read)
+
+    async def clip_file(self, segment_id: int) -> Path | None:
+        return await self.store.arun(lambda s: s.clip_file(segment_id))
+
+    async def alerts(self, *, open_only: bool = False, limit: int = 100) -> list[AlertRow]:
+        return await self.store.arun(lambda s: s.list_alerts(open_only=open_only, limit=limit))
+
+    async def live_records(self, n_segments: int) -> LiveRecords:
+        return await self.store.arun(lambda s: s.live_records(n_segments))
+
+    async def outbox_pending(self) -> int:
+        return await self.store.arun(lambda s: s.outbox_pending())
+
+    def _check_source(self, source: str) -> None:
+        if self.settings.source(source) is None:
+            raise UnknownSource(source, [s.id for s in self.settings.sources])
+
+    # --- jobs (storage thread) --------------------------------------------------------------
     def _store_segment(self, storage: Storage, ev: ScoredSegment) -> None:
         self._close_if_silent(storage, ev.source_id, ev.start)
         enc = self.book.get(ev.source_id)
         if enc is None and self.book.needs_auto_open(ev.source_id):
-            enc = self._start_encounter(storage, ev.source_id, auto=True)
+            self._start_encounter(storage, ev.source_id, auto=True)
+            enc = self.book.get(ev.source_id)
         running = verdict = None
         old_verdict = None
         if enc is not None:
@@ -284,12 +375,12 @@ class Monitor:
         )
         self.segments_stored += 1
         self.hub.publish_threadsafe(
-            SegmentMsg(**seg, running_p_success=None if running is None else round(running, 4))
+            SegmentMsg.of(seg, running_p_success=None if running is None else round(running, 4))
         )
         if enc is None:
             return
         if verdict != old_verdict:
-            self._publish_encounter(storage, enc.id, "updated")
+            self._publish_encounter("updated", storage.get_encounter(enc.id))
         if self.alarm_column is None:
             return
         alarm = self._alarms.setdefault(enc.id, FailureAlarm(self.rule))
@@ -304,7 +395,7 @@ class Monitor:
                 encounter_id=enc.id,
                 p_failure=round(p_failure, 4),
                 message=(
-                    f"{self._label(ev.source_id)}: running P({self.class_names[self.alarm_column]})"
+                    f"{self._label(ev.source_id)}: running P({self.alarm_class})"
                     f" {p_failure:.2f} above"
                     f" {self.rule.failure_threshold:.2f} for {self.rule.hold_segments} segments"
                     f" ({enc.n_segments} segments in encounter {enc.id})"
@@ -330,7 +421,7 @@ class Monitor:
         pair: str = "",
         keeper: str = "",
         notes: str = "",
-    ) -> OpenEncounter:
+    ) -> EncounterRow:
         current = self.book.get(source)
         if current is not None:
             self._stop_encounter(storage, current.id)
@@ -342,39 +433,34 @@ class Monitor:
             notes=notes,
             auto=auto,
         )
-        enc = self.book.track(row["id"], source, auto=auto)
+        self.book.track(row.id, source, auto=auto)
         log.info(
             "encounter %d started on %s (%s)",
-            enc.id,
+            row.id,
             source,
             "auto" if auto else keeper or "keeper",
         )
-        self.hub.publish_threadsafe(
-            EncounterMsg(action="started", encounter=Encounter.model_validate(row))
-        )
-        return enc
+        self._publish_encounter("started", row)
+        return row
 
-    def _stop_encounter(self, storage: Storage, encounter_id: int) -> dict[str, Any]:
+    def _stop_if_open(self, storage: Storage, encounter_id: int) -> EncounterRow | None:
+        row = storage.get_encounter(encounter_id)
+        if row is None or not row.is_open:
+            return row
+        return self._stop_encounter(storage, encounter_id)
+
+    def _stop_encounter(self, storage: Storage, encounter_id: int) -> EncounterRow:
         enc = self.book.by_id(encounter_id)
         if enc is not None:
             self.book.forget(enc.source)
         self._alarms.pop(encounter_id, None)
         row = storage.stop_encounter(encounter_id)
-        self.hub.publish_threadsafe(
-            EncounterMsg(action="stopped", encounter=Encounter.model_validate(row))
-        )
+        self._publish_encounter("stopped", row)
         return row
 
-    def _publish_encounter(
-        self, storage: Storage, encounter_id: int, action: EncounterAction
-    ) -> dict[str, Any]:
-        row = storage.get_encounter(encounter_id)
-        if row is None:
-            raise KeyError(encounter_id)
-        self.hub.publish_threadsafe(
-            EncounterMsg(action=action, encounter=Encounter.model_validate(row))
-        )
-        return row
+    def _publish_encounter(self, action: EncounterAction, row: EncounterRow | None) -> None:
+        if row is not None:
+            self.hub.publish_threadsafe(EncounterMsg(action=action, encounter=Encounter.of(row)))
 
     def _raise_stalled(self, storage: Storage, ev: SourceStatus) -> None:
         enc = self.book.get(ev.source_id)
@@ -391,12 +477,12 @@ class Monitor:
         self,
         storage: Storage,
         *,
-        kind: str,
+        kind: AlertKind,
         source: str | None,
         encounter_id: int | None,
         p_failure: float | None,
         message: str,
-    ) -> dict[str, Any]:
+    ) -> AlertRow:
         """Store the alert and its webhook deliveries, log it, publish it, wake delivery."""
         urls = [str(u) for u in self.settings.alerts.webhook_urls]
         alert = storage.add_alert(
@@ -409,73 +495,13 @@ class Monitor:
             payload=webhook_body,
         )
         self.alerts_raised += 1
-        log.warning("ALERT %d %s: %s", alert["id"], kind, message)
-        self.hub.publish_threadsafe(AlertMsg(action="raised", alert=Alert.model_validate(alert)))
-        if urls and self.outbox is not None:
+        log.warning("ALERT %d %s: %s", alert.id, kind, message)
+        self.hub.publish_threadsafe(AlertMsg(action="raised", alert=Alert.of(alert)))
+        if urls:
             self.outbox.wake()
         return alert
 
-    # --- keeper actions (called through ``adb`` from the API) -------------------------------
-    def start_encounter(
-        self, storage: Storage, source: str, pair: str, keeper: str, notes: str
-    ) -> dict[str, Any]:
-        if self.settings.source(source) is None:
-            raise KeyError(source)
-        enc = self._start_encounter(
-            storage, source, auto=False, pair=pair, keeper=keeper, notes=notes
-        )
-        return storage.get_encounter(enc.id) or {}
 
-    def stop_encounter(self, storage: Storage, encounter_id: int) -> dict[str, Any] | None:
-        row = storage.get_encounter(encounter_id)
-        if row is None:
-            return None
-        if row["ended_at"] is not None:
-            return row
-        return self._stop_encounter(storage, encounter_id)
-
-    def set_outcome(
-        self, storage: Storage, encounter_id: int, **fields: Any
-    ) -> dict[str, Any] | None:
-        if storage.get_encounter(encounter_id) is None:
-            return None
-        row = storage.set_outcome(encounter_id, **fields)
-        self.hub.publish_threadsafe(
-            EncounterMsg(action="outcome", encounter=Encounter.model_validate(row))
-        )
-        return row
-
-    def acknowledge(self, storage: Storage, alert_id: int, by: str) -> dict[str, Any] | None:
-        before = storage.get_alert(alert_id)
-        if before is None:
-            return None
-        if before["acknowledged_at"] is not None:
-            return before
-        alert = storage.acknowledge_alert(alert_id, by)
-        if alert is not None:
-            log.info("alert %d acknowledged by %s", alert_id, by or "a keeper")
-            self.hub.publish_threadsafe(
-                AlertMsg(action="acknowledged", alert=Alert.model_validate(alert))
-            )
-        return alert
-
-    def test_alert(self, storage: Storage, source: str | None) -> dict[str, Any]:
-        if source is not None and self.settings.source(source) is None:
-            raise KeyError(source)
-        enc = None if source is None else self.book.get(source)
-        return self._raise(
-            storage,
-            kind="test",
-            source=source,
-            encounter_id=None if enc is None else enc.id,
-            p_failure=None,
-            message=(
-                f"Test alert from PandaPulse{'' if source is None else ' for ' + self._label(source)};"
-                " no action needed."
-            ),
-        )
-
-
-def webhook_body(alert: dict[str, Any]) -> dict[str, Any]:
+def webhook_body(alert: AlertRow) -> str:
     """What a webhook receives: the WebSocket ``alert`` event, so one parser serves both."""
-    return AlertMsg(action="raised", alert=Alert.model_validate(alert)).model_dump(mode="json")
+    return AlertMsg(action="raised", alert=Alert.of(alert)).model_dump_json()

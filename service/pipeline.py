@@ -41,7 +41,16 @@ from model.preprocessing import stack
 from model.segmenter import DetectedSegment, SegmenterStep, StreamingSegmenter
 from service.audio.base import AudioSource
 from service.audio.meters import LevelMeter, SpectrogramStage, to_db
-from service.types import CallEvent, EventSink, ScoredSegment, SourceState, SourceStatus
+from service.types import (
+    CallEvent,
+    EventSink,
+    InferenceCounters,
+    LaneCounters,
+    PipelineCounters,
+    ScoredSegment,
+    SourceState,
+    SourceStatus,
+)
 
 log = logging.getLogger(__name__)
 
@@ -406,33 +415,33 @@ class Pipeline:
                     "pipeline: sink.%s failed (%d failures so far)", method, self._sink_errors
                 )
 
-    def stats(self) -> dict[str, Any]:
-        """Counters for ``/stats`` and ``/metrics`` (docs/PROTOCOL.md ``stats``), any thread."""
+    def stats(self) -> PipelineCounters:
+        """Counters for ``/stats`` and ``/metrics``, from any thread."""
         now = time.monotonic()
         times = np.array(self._batch_ms) if self._batch_ms else np.zeros(0)
-        sources = {}
-        for sid, lane in self._lanes.items():
-            entry = dict(lane.source.stats())
-            entry.update(
+        sources = {
+            sid: LaneCounters(
+                source=lane.source.stats(),
                 status=lane.status,
                 last_audio_age_s=round(now - lane.last_audio, 3) if self._started_at else None,
                 segments=lane.segments,
                 dropped_segments=lane.dropped_segments,
                 pipeline_error=lane.error,
             )
-            sources[sid] = entry
-        return {
-            "uptime_s": round(now - self._started_at, 3) if self._started_at else 0.0,
-            "sources": sources,
-            "inference": {
-                "device": str(self.classifier.device),
-                "segments": self._segments,
-                "batches": self._batches,
-                "mean_ms": round(float(times.mean()), 3) if times.size else None,
-                "p95_ms": round(float(np.percentile(times, 95)), 3) if times.size else None,
-                "overruns": self._overruns,
-                "queued": self._queue.qsize(),
-                "dropped_segments": sum(lane.dropped_segments for lane in self._lanes.values()),
-                "sink_errors": self._sink_errors,
-            },
+            for sid, lane in self._lanes.items()
         }
+        return PipelineCounters(
+            uptime_s=round(now - self._started_at, 3) if self._started_at else 0.0,
+            sources=sources,
+            inference=InferenceCounters(
+                device=str(self.classifier.device),
+                segments=self._segments,
+                batches=self._batches,
+                mean_ms=round(float(times.mean()), 3) if times.size else None,
+                p95_ms=round(float(np.percentile(times, 95)), 3) if times.size else None,
+                overruns=self._overruns,
+                queued=self._queue.qsize(),
+                dropped_segments=sum(lane.dropped_segments for lane in self._lanes.values()),
+                sink_errors=self._sink_errors,
+            ),
+        )

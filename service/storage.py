@@ -19,17 +19,27 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import cast
 
 import numpy as np
 import soundfile as sf
 
 from model import constants as C
-from model.errors import DataError
+from service.errors import StorageError
+from service.records import (
+    AlertKind,
+    AlertRow,
+    EncounterRecord,
+    EncounterRow,
+    LiveRecords,
+    OutboxRow,
+    Removed,
+    SegmentRow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -115,17 +125,6 @@ def iso(t: datetime) -> str:
     return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-@dataclass(frozen=True)
-class OutboxItem:
-    """One pending webhook delivery."""
-
-    id: int
-    alert_id: int
-    url: str
-    payload: str
-    attempts: int
-
-
 class Storage:
     """The service's database and clip store (see the module docstring for threading)."""
 
@@ -136,7 +135,7 @@ class Storage:
             self.clips_dir.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.data_dir / DB_NAME, isolation_level=None)
         except (OSError, sqlite3.Error) as err:
-            raise DataError(f"cannot open the data directory {self.data_dir}: {err}") from err
+            raise StorageError(f"cannot open the data directory {self.data_dir}: {err}") from err
         self._db.row_factory = sqlite3.Row
         self.journal_mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -154,7 +153,7 @@ class Storage:
     def _migrate(self) -> None:
         version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:
-            raise DataError(
+            raise StorageError(
                 f"{self.data_dir / DB_NAME} has schema version {version}, newer than this"
                 f" PandaPulse ({SCHEMA_VERSION}): upgrade PandaPulse or use another data_dir"
             )
@@ -166,7 +165,7 @@ class Storage:
             except sqlite3.Error as err:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
-                raise DataError(
+                raise StorageError(
                     f"cannot upgrade {self.data_dir / DB_NAME} to schema {v + 1}: {err}"
                 ) from err
 
@@ -187,7 +186,7 @@ class Storage:
         notes: str = "",
         auto: bool = False,
         started_at: datetime | None = None,
-    ) -> dict[str, Any]:
+    ) -> EncounterRow:
         with self._tx():
             cur = self._db.execute(
                 "INSERT INTO encounters (source, enclosure, pair, keeper, notes, started_at, auto)"
@@ -196,7 +195,7 @@ class Storage:
             )
         return self._encounter(int(cur.lastrowid or 0))
 
-    def stop_encounter(self, encounter_id: int, ended_at: datetime | None = None) -> dict[str, Any]:
+    def stop_encounter(self, encounter_id: int, ended_at: datetime | None = None) -> EncounterRow:
         with self._tx():
             self._db.execute(
                 "UPDATE encounters SET ended_at = ? WHERE id = ? AND ended_at IS NULL",
@@ -212,7 +211,7 @@ class Storage:
         copulation_observed: bool | None = None,
         pregnancy_confirmed: bool | None = None,
         notes: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> EncounterRow:
         with self._tx():
             self._db.execute(
                 "UPDATE encounters SET outcome = ?, copulation_observed = ?,"
@@ -227,11 +226,11 @@ class Storage:
             )
         return self._encounter(encounter_id)
 
-    def get_encounter(self, encounter_id: int) -> dict[str, Any] | None:
+    def get_encounter(self, encounter_id: int) -> EncounterRow | None:
         row = self._db.execute("SELECT * FROM encounters WHERE id = ?", (encounter_id,)).fetchone()
-        return None if row is None else _encounter_dict(row)
+        return None if row is None else _encounter_row(row)
 
-    def _encounter(self, encounter_id: int) -> dict[str, Any]:
+    def _encounter(self, encounter_id: int) -> EncounterRow:
         found = self.get_encounter(encounter_id)
         if found is None:
             raise KeyError(encounter_id)
@@ -239,20 +238,37 @@ class Storage:
 
     def list_encounters(
         self, *, limit: int = 50, offset: int = 0, source: str | None = None
-    ) -> tuple[list[dict[str, Any]], int]:
+    ) -> tuple[list[EncounterRow], int]:
         where, args = ("WHERE source = ?", [source]) if source else ("", [])
         total = self._db.execute(f"SELECT COUNT(*) FROM encounters {where}", args).fetchone()[0]
         rows = self._db.execute(
             f"SELECT * FROM encounters {where} ORDER BY id DESC LIMIT ? OFFSET ?",
             [*args, limit, offset],
         ).fetchall()
-        return [_encounter_dict(r) for r in rows], int(total)
+        return [_encounter_row(r) for r in rows], int(total)
 
-    def open_encounters(self) -> list[dict[str, Any]]:
+    def open_encounters(self) -> list[EncounterRow]:
         rows = self._db.execute(
             "SELECT * FROM encounters WHERE ended_at IS NULL ORDER BY id"
         ).fetchall()
-        return [_encounter_dict(r) for r in rows]
+        return [_encounter_row(r) for r in rows]
+
+    def encounter_record(self, encounter_id: int) -> EncounterRecord | None:
+        """The encounter with its segments and alerts, or None when there is no such id."""
+        encounter = self.get_encounter(encounter_id)
+        if encounter is None:
+            return None
+        return EncounterRecord(
+            encounter, self.segments_of(encounter_id), self.alerts_of(encounter_id)
+        )
+
+    def live_records(self, n_segments: int) -> LiveRecords:
+        """Open encounters, the ``n_segments`` latest segments and the open alerts."""
+        return LiveRecords(
+            self.open_encounters(),
+            self.recent_segments(n_segments),
+            self.list_alerts(open_only=True),
+        )
 
     # --- segments -------------------------------------------------------------------------
     def add_segment(
@@ -271,11 +287,11 @@ class Storage:
         audio: np.ndarray | None,
         running_p_success: float | None = None,
         verdict: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> SegmentRow:
         """Store one scored segment (its clip first) and update its encounter's running figures.
 
         ``attention`` is (86,) float32; ``audio`` (2, n) float32 as captured, or None for no
-        clip. Returns the segment object of docs/PROTOCOL.md.
+        clip.
         """
         clip = None
         if self.keep_clips and audio is not None and audio.size:
@@ -328,11 +344,11 @@ class Storage:
             return None
         return str(rel / name)
 
-    def get_segment(self, segment_id: int) -> dict[str, Any] | None:
+    def get_segment(self, segment_id: int) -> SegmentRow | None:
         row = self._db.execute("SELECT * FROM segments WHERE id = ?", (segment_id,)).fetchone()
-        return None if row is None else _segment_dict(row)
+        return None if row is None else _segment_row(row)
 
-    def _segment(self, segment_id: int) -> dict[str, Any]:
+    def _segment(self, segment_id: int) -> SegmentRow:
         found = self.get_segment(segment_id)
         if found is None:
             raise KeyError(segment_id)
@@ -348,16 +364,16 @@ class Storage:
         path = self.data_dir / row[0]
         return path if path.is_file() else None
 
-    def segments_of(self, encounter_id: int) -> list[dict[str, Any]]:
+    def segments_of(self, encounter_id: int) -> list[SegmentRow]:
         rows = self._db.execute(
             "SELECT * FROM segments WHERE encounter_id = ? ORDER BY id", (encounter_id,)
         ).fetchall()
-        return [_segment_dict(r) for r in rows]
+        return [_segment_row(r) for r in rows]
 
-    def recent_segments(self, n: int) -> list[dict[str, Any]]:
+    def recent_segments(self, n: int) -> list[SegmentRow]:
         """The ``n`` latest segments, oldest first."""
         rows = self._db.execute("SELECT * FROM segments ORDER BY id DESC LIMIT ?", (n,)).fetchall()
-        return [_segment_dict(r) for r in reversed(rows)]
+        return [_segment_row(r) for r in reversed(rows)]
 
     def count_segments(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM segments").fetchone()[0])
@@ -366,20 +382,22 @@ class Storage:
     def add_alert(
         self,
         *,
-        kind: str,
+        kind: AlertKind,
         message: str,
         source: str | None = None,
         encounter_id: int | None = None,
         p_failure: float | None = None,
         webhook_urls: Iterable[str] = (),
-        payload: Any = None,
+        payload: Callable[[AlertRow], str] | None = None,
         now: float | None = None,
-    ) -> dict[str, Any]:
+    ) -> AlertRow:
         """Store an alert and, in the same transaction, one outbox row per webhook URL.
 
-        ``payload(alert) -> dict`` builds each webhook body from the stored alert;
-        ``now`` (unix seconds) is when the first delivery is due.
+        ``payload(alert)`` makes each webhook body (JSON text) from the stored alert (default:
+        the row's fields as a JSON object); ``now`` (unix seconds) is when the first delivery
+        is due.
         """
+        urls = list(webhook_urls)
         created = utc_now()
         first_due = created.timestamp() if now is None else now
         self._db.execute("PRAGMA synchronous=FULL")
@@ -392,8 +410,8 @@ class Storage:
                 )
                 alert_id = int(cur.lastrowid or 0)
                 alert = self._alert(alert_id)
-                body = json.dumps(payload(alert) if payload else alert)
-                for url in webhook_urls:
+                body = json.dumps(asdict(alert)) if payload is None else payload(alert)
+                for url in urls:
                     self._db.execute(
                         "INSERT INTO outbox (alert_id, url, payload, next_attempt_at, created_at)"
                         " VALUES (?, ?, ?, ?, ?)",
@@ -403,7 +421,7 @@ class Storage:
             self._db.execute("PRAGMA synchronous=NORMAL")
         return alert
 
-    def acknowledge_alert(self, alert_id: int, by: str = "") -> dict[str, Any] | None:
+    def acknowledge_alert(self, alert_id: int, by: str = "") -> AlertRow | None:
         with self._tx():
             self._db.execute(
                 "UPDATE alerts SET acknowledged_at = ?, acknowledged_by = ?"
@@ -412,36 +430,36 @@ class Storage:
             )
         return self.get_alert(alert_id)
 
-    def get_alert(self, alert_id: int) -> dict[str, Any] | None:
+    def get_alert(self, alert_id: int) -> AlertRow | None:
         row = self._db.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,)).fetchone()
-        return None if row is None else _alert_dict(row)
+        return None if row is None else _alert_row(row)
 
-    def _alert(self, alert_id: int) -> dict[str, Any]:
+    def _alert(self, alert_id: int) -> AlertRow:
         found = self.get_alert(alert_id)
         if found is None:
             raise KeyError(alert_id)
         return found
 
-    def list_alerts(self, *, open_only: bool = False, limit: int = 100) -> list[dict[str, Any]]:
+    def list_alerts(self, *, open_only: bool = False, limit: int = 100) -> list[AlertRow]:
         where = "WHERE acknowledged_at IS NULL" if open_only else ""
         rows = self._db.execute(
             f"SELECT * FROM alerts {where} ORDER BY id DESC LIMIT ?", (limit,)
         ).fetchall()
-        return [_alert_dict(r) for r in rows]
+        return [_alert_row(r) for r in rows]
 
-    def alerts_of(self, encounter_id: int) -> list[dict[str, Any]]:
+    def alerts_of(self, encounter_id: int) -> list[AlertRow]:
         rows = self._db.execute(
             "SELECT * FROM alerts WHERE encounter_id = ? ORDER BY id", (encounter_id,)
         ).fetchall()
-        return [_alert_dict(r) for r in rows]
+        return [_alert_row(r) for r in rows]
 
-    def due_outbox(self, now: float, limit: int = 20) -> list[OutboxItem]:
+    def due_outbox(self, now: float, limit: int = 20) -> list[OutboxRow]:
         rows = self._db.execute(
-            "SELECT id, alert_id, url, payload, attempts FROM outbox"
-            " WHERE delivered_at IS NULL AND next_attempt_at <= ? ORDER BY id LIMIT ?",
+            "SELECT * FROM outbox WHERE delivered_at IS NULL AND next_attempt_at <= ?"
+            " ORDER BY id LIMIT ?",
             (now, limit),
         ).fetchall()
-        return [OutboxItem(*tuple(r)) for r in rows]
+        return [OutboxRow(**dict(r)) for r in rows]
 
     def next_outbox_due(self) -> float | None:
         """Unix time of the earliest pending delivery, or None when nothing is pending."""
@@ -475,27 +493,26 @@ class Storage:
             self._db.execute("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL").fetchone()[0]
         )
 
-    def outbox_rows(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self._db.execute("SELECT * FROM outbox ORDER BY id").fetchall()]
+    def outbox_rows(self) -> list[OutboxRow]:
+        rows = self._db.execute("SELECT * FROM outbox ORDER BY id").fetchall()
+        return [OutboxRow(**dict(r)) for r in rows]
 
     # --- exports ----------------------------------------------------------------------------
-    def all_encounters(self) -> list[dict[str, Any]]:
+    def all_encounters(self) -> list[EncounterRow]:
         rows = self._db.execute("SELECT * FROM encounters ORDER BY id").fetchall()
-        return [_encounter_dict(r) for r in rows]
+        return [_encounter_row(r) for r in rows]
 
     # --- retention ----------------------------------------------------------------------------
     def apply_retention(
         self, *, keep_days: float, max_disk_bytes: int, now: datetime | None = None
-    ) -> dict[str, int]:
+    ) -> Removed:
         """Delete what is older than ``keep_days``, then clips (oldest first) beyond the budget.
 
         By age: encounters that ended before the cut-off (with their segments and alerts),
         segments and acknowledged alerts without an encounter, delivered outbox rows, and the
         clips of every deleted segment. By disk use: clips only; their rows stay, with no clip.
-        Returns counts of what was removed.
         """
         cutoff = iso((now or utc_now()) - timedelta(days=keep_days))
-        removed = {"encounters": 0, "segments": 0, "alerts": 0, "clips": 0}
         with self._tx():
             old_segments = self._db.execute(
                 "SELECT id, clip_path FROM segments WHERE created_at < ? AND (encounter_id IS NULL"
@@ -507,13 +524,12 @@ class Storage:
             for chunk in _chunks(ids, 500):
                 marks = ",".join("?" * len(chunk))
                 self._db.execute(f"DELETE FROM segments WHERE id IN ({marks})", chunk)
-            removed["segments"] = len(ids)
-            removed["alerts"] = self._db.execute(
+            n_alerts = self._db.execute(
                 "DELETE FROM alerts WHERE created_at < ? AND (acknowledged_at IS NOT NULL OR"
                 " encounter_id IN (SELECT id FROM encounters WHERE ended_at < ?))",
                 (cutoff, cutoff),
             ).rowcount
-            removed["encounters"] = self._db.execute(
+            n_encounters = self._db.execute(
                 "DELETE FROM encounters WHERE ended_at IS NOT NULL AND ended_at < ?"
                 " AND id NOT IN (SELECT DISTINCT encounter_id FROM segments"
                 " WHERE encounter_id IS NOT NULL)",
@@ -522,11 +538,10 @@ class Storage:
             self._db.execute(
                 "DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < ?", (cutoff,)
             )
-        for row in old_segments:
-            removed["clips"] += self._unlink(row["clip_path"])
-        removed["clips"] += self._trim_clips(max_disk_bytes)
+        clips = sum(self._unlink(row["clip_path"]) for row in old_segments)
+        clips += self._trim_clips(max_disk_bytes)
         self._remove_empty_dirs()
-        return removed
+        return Removed(encounters=n_encounters, segments=len(ids), alerts=n_alerts, clips=clips)
 
     def clips_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.clips_dir.rglob("*.flac") if p.is_file())
@@ -592,58 +607,58 @@ def _chunks(items: list[int], n: int) -> Iterable[list[int]]:
         yield items[i : i + n]
 
 
-def _opt_bool(value: Any) -> bool | None:
+def _opt_bool(value: int | None) -> bool | None:
     return None if value is None else bool(value)
 
 
-def _encounter_dict(row: sqlite3.Row) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "source": row["source"],
-        "enclosure": row["enclosure"],
-        "pair": row["pair"],
-        "keeper": row["keeper"],
-        "notes": row["notes"],
-        "started_at": row["started_at"],
-        "ended_at": row["ended_at"],
-        "auto": bool(row["auto"]),
-        "n_segments": row["n_segments"],
-        "p_success": row["p_success"],
-        "verdict": row["verdict"],
-        "outcome": row["outcome"],
-        "copulation_observed": _opt_bool(row["copulation_observed"]),
-        "pregnancy_confirmed": _opt_bool(row["pregnancy_confirmed"]),
-        "model_version": row["model_version"],
-    }
+def _encounter_row(row: sqlite3.Row) -> EncounterRow:
+    return EncounterRow(
+        id=row["id"],
+        source=row["source"],
+        enclosure=row["enclosure"],
+        pair=row["pair"],
+        keeper=row["keeper"],
+        notes=row["notes"],
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+        auto=bool(row["auto"]),
+        n_segments=row["n_segments"],
+        p_success=row["p_success"],
+        verdict=row["verdict"],
+        outcome=row["outcome"],
+        copulation_observed=_opt_bool(row["copulation_observed"]),
+        pregnancy_confirmed=_opt_bool(row["pregnancy_confirmed"]),
+        model_version=row["model_version"],
+    )
 
 
-def _segment_dict(row: sqlite3.Row) -> dict[str, Any]:
-    attention = np.frombuffer(row["attention"], dtype="<f4")
-    return {
-        "id": row["id"],
-        "encounter_id": row["encounter_id"],
-        "source": row["source"],
-        "start_s": round(row["start_sample"] / C.SAMPLE_RATE, 4),
-        "end_s": round(row["end_sample"] / C.SAMPLE_RATE, 4),
-        "wall_time": row["wall_time"],
-        "p_success": row["p_success"],
-        "p_failure": row["p_failure"],
-        "attention": [round(float(a), 5) for a in attention],
-        "levels_db": [row["level_left_db"], row["level_right_db"]],
-        "model_version": row["model_version"],
-        "clip_url": f"/api/segments/{row['id']}/clip" if row["clip_path"] else None,
-    }
+def _segment_row(row: sqlite3.Row) -> SegmentRow:
+    return SegmentRow(
+        id=row["id"],
+        encounter_id=row["encounter_id"],
+        source=row["source"],
+        start_sample=row["start_sample"],
+        end_sample=row["end_sample"],
+        wall_time=row["wall_time"],
+        p_success=row["p_success"],
+        p_failure=row["p_failure"],
+        attention=tuple(np.frombuffer(row["attention"], dtype="<f4").tolist()),
+        levels_db=(row["level_left_db"], row["level_right_db"]),
+        model_version=row["model_version"],
+        clip_path=row["clip_path"],
+        created_at=row["created_at"],
+    )
 
 
-def _alert_dict(row: sqlite3.Row) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "kind": row["kind"],
-        "source": row["source"],
-        "encounter_id": row["encounter_id"],
-        "message": row["message"],
-        "p_failure": row["p_failure"],
-        "created_at": row["created_at"],
-        "acknowledged_at": row["acknowledged_at"],
-        "acknowledged_by": row["acknowledged_by"],
-    }
+def _alert_row(row: sqlite3.Row) -> AlertRow:
+    return AlertRow(
+        id=row["id"],
+        kind=cast(AlertKind, row["kind"]),
+        source=row["source"],
+        encounter_id=row["encounter_id"],
+        message=row["message"],
+        p_failure=row["p_failure"],
+        created_at=row["created_at"],
+        acknowledged_at=row["acknowledged_at"],
+        acknowledged_by=row["acknowledged_by"],
+    )

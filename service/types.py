@@ -19,6 +19,8 @@ import numpy as np
 
 CallKind = Literal["start", "end"]
 SourceState = Literal["ok", "stalled", "stopped"]
+SourceHealth = Literal["ok", "stalled", "stopped", "starting"]
+"""What the service reports for a source: a ``SourceState``, or ``starting`` before its first."""
 
 
 @dataclass(frozen=True)
@@ -155,3 +157,68 @@ class EventSink(Protocol):
     def on_segment(self, event: ScoredSegment) -> None: ...
 
     def on_source_status(self, event: SourceStatus) -> None: ...
+
+
+# --- counters (``stats()`` of sources and the pipeline; read by /stats and /metrics) ----------
+@dataclass(frozen=True)
+class SourceCounters:
+    """An audio source's counters at one moment (``AudioSource.stats()``, any thread)."""
+
+    kind: str
+    blocks: int
+    dropped_blocks: int
+    overflows: int
+    queued: int
+    mono: bool
+    lossless: bool
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class DeviceCounters(SourceCounters):
+    """A sound card's counters: which device, at what rate, how often it was reopened."""
+
+    device: str
+    device_rate: int
+    reopens: int
+    state: str
+
+
+@dataclass(frozen=True)
+class LaneCounters:
+    """One source inside the pipeline: its own counters plus what the pipeline saw of it.
+
+    ``last_audio_age_s`` is None before the pipeline started; ``pipeline_error`` is why its
+    thread ended, if it ended on an error.
+    """
+
+    source: SourceCounters
+    status: SourceState
+    last_audio_age_s: float | None
+    segments: int
+    dropped_segments: int
+    pipeline_error: str | None
+
+
+@dataclass(frozen=True)
+class InferenceCounters:
+    """The inference worker: batch times over a recent window (ms; None before any batch)."""
+
+    device: str
+    segments: int
+    batches: int
+    mean_ms: float | None
+    p95_ms: float | None
+    overruns: int
+    queued: int
+    dropped_segments: int
+    sink_errors: int
+
+
+@dataclass(frozen=True)
+class PipelineCounters:
+    """``Pipeline.stats()``: every lane and the inference worker."""
+
+    uptime_s: float
+    sources: dict[str, LaneCounters]
+    inference: InferenceCounters

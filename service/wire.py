@@ -3,6 +3,9 @@
 Every WebSocket message is a pydantic model with a literal ``type`` (the discriminator) and
 ``v = 1``; ``Message`` parses any of them (``MESSAGE_ADAPTER.validate_json``), which the tests
 and scripts use to check what the service sends.
+
+This is the one place a stored row (``service.records``) becomes what clients see: the
+``of(row)`` constructors turn sample indices into seconds, round, and name the clip route.
 """
 
 from __future__ import annotations
@@ -10,6 +13,10 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from model import constants as C
+from service.records import AlertKind, AlertRow, EncounterRecord, EncounterRow, SegmentRow
+from service.types import SourceHealth
 
 PROTOCOL_VERSION = 1
 
@@ -40,6 +47,15 @@ class Encounter(_Wire):
     pregnancy_confirmed: bool | None
     model_version: str | None
 
+    @classmethod
+    def of(cls, row: EncounterRow) -> Encounter:
+        return cls(**_fields(row, cls))
+
+
+def clip_url(segment_id: int) -> str:
+    """The route that serves a segment's stored clip."""
+    return f"/api/segments/{segment_id}/clip"
+
 
 class Segment(_Wire):
     id: int
@@ -55,10 +71,29 @@ class Segment(_Wire):
     model_version: str
     clip_url: str | None
 
+    @classmethod
+    def of(cls, row: SegmentRow, **extra: Any) -> Segment:
+        """The segment's wire form; ``extra`` fills fields of subclasses (``SegmentMsg``)."""
+        return cls(
+            id=row.id,
+            encounter_id=row.encounter_id,
+            source=row.source,
+            start_s=round(row.start_sample / C.SAMPLE_RATE, 4),
+            end_s=round(row.end_sample / C.SAMPLE_RATE, 4),
+            wall_time=row.wall_time,
+            p_success=row.p_success,
+            p_failure=row.p_failure,
+            attention=[round(a, 5) for a in row.attention],
+            levels_db=list(row.levels_db),
+            model_version=row.model_version,
+            clip_url=clip_url(row.id) if row.clip_path else None,
+            **extra,
+        )
+
 
 class Alert(_Wire):
     id: int
-    kind: Literal["failure_dominates", "audio_stalled", "test"]
+    kind: AlertKind
     source: str | None
     encounter_id: int | None
     message: str
@@ -67,10 +102,22 @@ class Alert(_Wire):
     acknowledged_at: str | None
     acknowledged_by: str | None
 
+    @classmethod
+    def of(cls, row: AlertRow) -> Alert:
+        return cls(**_fields(row, cls))
+
 
 class EncounterDetail(Encounter):
     segments: list[Segment]
     alerts: list[Alert]
+
+    @classmethod
+    def of_record(cls, record: EncounterRecord) -> EncounterDetail:
+        return cls(
+            **_fields(record.encounter, Encounter),
+            segments=[Segment.of(s) for s in record.segments],
+            alerts=[Alert.of(a) for a in record.alerts],
+        )
 
 
 class EncounterPage(_Wire):
@@ -82,7 +129,7 @@ class SourceInfo(_Wire):
     id: str
     enclosure: str
     kind: str
-    status: Literal["ok", "stalled", "stopped", "starting"]
+    status: SourceHealth
 
 
 class ModelInfo(_Wire):
@@ -96,7 +143,7 @@ class ModelInfo(_Wire):
 
 
 class SourceStats(_Wire):
-    status: str
+    status: SourceHealth
     blocks: int
     overflows: int
     dropped_blocks: int
@@ -182,9 +229,41 @@ class AlertMsg(_Event):
 class StatsMsg(Stats, _Event):
     type: Literal["stats"] = "stats"
 
+    @classmethod
+    def of(cls, stats: Stats) -> StatsMsg:
+        return cls(**{name: getattr(stats, name) for name in Stats.model_fields})
+
 
 Message = Annotated[
     SnapshotMsg | LevelMsg | SpectrogramMsg | SegmentMsg | EncounterMsg | AlertMsg | StatsMsg,
     Field(discriminator="type"),
 ]
 MESSAGE_ADAPTER: TypeAdapter[Any] = TypeAdapter(Message)
+
+
+# --- POST /predict ------------------------------------------------------------------------
+class PredictSegment(_Wire):
+    start_s: float
+    end_s: float
+    p_success: float
+    p_failure: float
+    attention: list[float]
+
+
+class PredictResult(_Wire):
+    """``POST /predict``'s answer: ``pandapulse predict --json`` plus each segment's attention."""
+
+    duration_s: float
+    mono: bool
+    source_rate: int
+    model_version: str
+    class_names: list[str]
+    segments: list[PredictSegment]
+    p_success: float | None
+    verdict: str | None
+    uncertain_band: tuple[float, float]
+
+
+def _fields(row: object, model: type[BaseModel]) -> dict[str, Any]:
+    """The attributes of ``row`` that ``model`` declares (rows and wire models share names)."""
+    return {name: getattr(row, name) for name in model.model_fields}

@@ -1,7 +1,8 @@
 """``create_app(settings)``: the FastAPI application and the lifespan that runs the service.
 
 One process, one uvicorn worker: the lifespan builds the ``Runtime`` (model, storage thread,
-webhook outbox, pipeline, periodic tasks) on start-up and tears it down on shutdown. Request
+webhook outbox, pipeline, periodic tasks) on start-up and tears it down on shutdown; outside
+that window ``app.state.runtime`` is None and routes answer 503 (``service.api.deps``). Request
 logging is ours (uvicorn's access log is off): method, path without the query string (which
 may carry the token), status and duration.
 """
@@ -71,12 +72,12 @@ def create_app(settings: Settings, *, classifier: Classifier | None = None) -> F
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = Runtime(settings, classifier=classifier)
+        runtime = await Runtime.start(settings, classifier=classifier)
         app.state.runtime = runtime
-        await runtime.start()
         try:
             yield
         finally:
+            app.state.runtime = None  # routes answer 503 from here on
             await runtime.stop()
 
     app = FastAPI(
@@ -89,6 +90,7 @@ def create_app(settings: Settings, *, classifier: Classifier | None = None) -> F
         openapi_url=None,
     )
     app.state.settings = settings
+    app.state.runtime = None
     errors.install(app)
     app.include_router(live.public)
     app.include_router(live.router)

@@ -11,8 +11,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from model.errors import AudioError, CheckpointError, DataError, PandaPulseError
-from service.errors import ConfigError
+from model.errors import AudioError, CheckpointError, PandaPulseError
+from service.errors import ConfigError, StorageError, UnknownSource
+from service.storage_thread import StorageClosed
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,16 @@ class ApiError(Exception):
         self.error = error
         self.detail = detail
         self.headers = headers
+
+
+def not_running() -> ApiError:
+    """503: the service has no runtime yet, or no longer (start-up, shutdown)."""
+    return ApiError(
+        503,
+        "not_running",
+        "the service is starting or stopping; try again in a few seconds",
+        headers={"Retry-After": "5"},
+    )
 
 
 _OBJECT_REPR = re.compile(r"<[^<>]*? (?:object )?at 0x[0-9a-fA-F]+>")
@@ -58,7 +69,8 @@ _DOMAIN_STATUS: tuple[tuple[type[PandaPulseError], int, str], ...] = (
     (AudioError, 422, "bad_audio"),
     (CheckpointError, 503, "model_unavailable"),
     (ConfigError, 400, "bad_config"),
-    (DataError, 500, "storage_error"),
+    (StorageError, 500, "storage_error"),
+    (UnknownSource, 404, "unknown_source"),
 )
 
 
@@ -83,6 +95,12 @@ def install(app: FastAPI) -> None:
             loc = ".".join(str(p) for p in item.get("loc", ()) if p != "body") or "request"
             parts.append(f"{loc}: {item.get('msg', 'invalid')}")
         return error_response(422, "invalid_request", "; ".join(parts) or "invalid request")
+
+    @app.exception_handler(StorageClosed)
+    async def _closed(_: Request, exc: StorageClosed) -> JSONResponse:
+        # Shutdown began while the request was in flight.
+        err = not_running()
+        return error_response(err.status, err.error, err.detail, err.headers)
 
     @app.exception_handler(PandaPulseError)
     async def _domain(_: Request, exc: PandaPulseError) -> JSONResponse:

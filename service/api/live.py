@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response, WebSocket
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -11,13 +10,12 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
 from service.api.auth import (
     WS_UNAUTHORISED,
-    Authorised,
     is_authorised,
     remember_token,
     require_token,
 )
+from service.api.deps import RuntimeDep, running_runtime
 from service.api.errors import ApiError
-from service.api.runtime import Runtime
 from service.metrics import CONTENT_TYPE
 from service.wire import SourceInfo, Stats
 
@@ -30,12 +28,8 @@ installed. The API is documented at <a href="/docs">/docs</a>; live events strea
 <code>/ws/live</code>.</p></body></html>"""
 
 
-def get_runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
-
-
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+WS_TRY_AGAIN = 1013
+"""WebSocket close code while the service is not running (RFC 6455: try again later)."""
 
 public = APIRouter()
 router = APIRouter(dependencies=[Depends(require_token)])
@@ -63,8 +57,8 @@ async def readyz(rt: RuntimeDep) -> JSONResponse:
     return JSONResponse(body, status_code=200 if ok else 503)
 
 
-@router.get("/stats", tags=["health"], response_model=Stats)
-async def stats(rt: RuntimeDep) -> dict[str, Any]:
+@router.get("/stats", tags=["health"])
+async def stats(rt: RuntimeDep) -> Stats:
     """The ``stats`` event's payload: sources, inference, WebSocket and storage counters."""
     return await rt.stats()
 
@@ -72,11 +66,11 @@ async def stats(rt: RuntimeDep) -> dict[str, Any]:
 @router.get("/metrics", tags=["health"], response_class=Response)
 async def metrics(rt: RuntimeDep) -> Response:
     """Prometheus text format."""
-    body = rt.metrics.render(await rt.stats(), rt.extra_counters())
+    body = rt.metrics.render(await rt.stats(), rt.counters())
     return Response(body, media_type=CONTENT_TYPE)
 
 
-@router.get("/api/sources", tags=["sources"], response_model=list[SourceInfo])
+@router.get("/api/sources", tags=["sources"])
 async def sources(rt: RuntimeDep) -> list[SourceInfo]:
     return rt.sources()
 
@@ -128,12 +122,12 @@ async def static(path: str) -> FileResponse:
 @public.websocket("/ws/live")
 async def live(websocket: WebSocket) -> None:
     """A ``snapshot``, then live events (docs/PROTOCOL.md). ``?token=`` when one is set."""
-    rt: Runtime = websocket.app.state.runtime
     await websocket.accept()
     if not is_authorised(websocket):
         await websocket.close(WS_UNAUTHORISED, "unauthorized: connect with ?token=TOKEN")
         return
+    rt = running_runtime(websocket)
+    if rt is None:
+        await websocket.close(WS_TRY_AGAIN, "the service is starting or stopping; reconnect")
+        return
     await rt.hub.serve(websocket, rt.snapshot)
-
-
-__all__ = ["Authorised", "RuntimeDep", "public", "router"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import soundfile as sf
 from fastapi import APIRouter, Depends, Request
@@ -25,9 +25,10 @@ from model.detect import DetectorParams
 from model.errors import AudioError
 from model.predict import analyse
 from service.api.auth import require_token
+from service.api.deps import RuntimeDep
 from service.api.errors import ApiError
-from service.api.live import RuntimeDep
 from service.api.runtime import MIB
+from service.wire import PredictResult
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def _score(
     detector: DetectorParams,
     max_s: float,
     band: tuple[float, float],
-) -> dict[str, Any]:
+) -> PredictResult:
     """Check the duration from the header, decode, check again, then analyse (worker thread)."""
     try:
         info = sf.info(file)
@@ -69,7 +70,7 @@ def _score(
     recording = preprocessing.load(file)
     if recording.duration_s > max_s:
         raise _TooLong(recording.duration_s)
-    return analyse(recording, classifier, detector, band=band)
+    return PredictResult.model_validate(analyse(recording, classifier, detector, band=band))
 
 
 class _TooLong(Exception):
@@ -79,7 +80,7 @@ class _TooLong(Exception):
 
 
 @router.post("/predict", tags=["predict"])
-async def predict(request: Request, rt: RuntimeDep) -> dict[str, Any]:
+async def predict(request: Request, rt: RuntimeDep) -> PredictResult:
     """Score a recording (multipart field ``file``: WAV, FLAC, OGG or MP3).
 
     Answers per-segment ``p_success``/``p_failure``/``attention`` and the overall ``p_success``
@@ -120,9 +121,8 @@ async def predict(request: Request, rt: RuntimeDep) -> dict[str, Any]:
         upload = form.get(FIELD_NAME)
         if not isinstance(upload, UploadFile):
             raise ApiError(422, "missing_file", "the multipart body has no file field named 'file'")
-        assert rt.classifier is not None
         classifier = rt.classifier
-        detector = rt.settings.detector.params()
+        detector = rt.settings.detector
         async with rt.predict_slot:
             try:
                 result = await run_in_threadpool(
@@ -149,8 +149,8 @@ async def predict(request: Request, rt: RuntimeDep) -> dict[str, Any]:
     log.info(
         "predict %s: %.1f s, %d segments, verdict %s",
         upload.filename or "upload",
-        result["duration_s"],
-        len(result["segments"]),
-        result["verdict"],
+        result.duration_s,
+        len(result.segments),
+        result.verdict,
     )
     return result

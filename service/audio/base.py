@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from model import constants as C
-from service.types import AudioBlock
+from service.types import AudioBlock, SourceCounters
 
 log = logging.getLogger(__name__)
 
@@ -96,18 +96,18 @@ class AudioSource(ABC):
         """True once the source has delivered its last block (a file without ``loop``)."""
         return self._finished
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> SourceCounters:
         """Counters for /stats and /metrics (safe to call from any thread)."""
-        return {
-            "kind": self.kind,
-            "blocks": self._blocks,
-            "dropped_blocks": self._dropped,
-            "overflows": self._overflows,
-            "queued": self._queue.qsize(),
-            "mono": self.mono,
-            "lossless": self.lossless,
-            "last_error": self.last_error,
-        }
+        return SourceCounters(
+            kind=self.kind,
+            blocks=self._blocks,
+            dropped_blocks=self._dropped,
+            overflows=self._overflows,
+            queued=self._queue.qsize(),
+            mono=self.mono,
+            lossless=self.lossless,
+            last_error=self.last_error,
+        )
 
     @abstractmethod
     def check(self) -> None:

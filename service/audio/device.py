@@ -27,7 +27,7 @@ import numpy as np
 from model import constants as C
 from model.errors import AudioError
 from service.audio.base import BLOCK_SAMPLES, QUEUE_BLOCKS, AudioSource
-from service.types import AudioBlock
+from service.types import AudioBlock, DeviceCounters
 
 log = logging.getLogger(__name__)
 
@@ -133,15 +133,14 @@ class DeviceSource(AudioSource):
                 f" float32 input: {err}. Is another program holding it exclusively?"
             ) from err
 
-    def stats(self) -> dict[str, Any]:
-        stats = super().stats()
-        stats.update(
+    def stats(self) -> DeviceCounters:
+        return DeviceCounters(
+            **vars(super().stats()),
             device=self.device_name or str(self.device),
             device_rate=self.device_rate,
             reopens=self.reopens,
             state=self.state,
         )
-        return stats
 
     def read(self, timeout: float | None = None) -> AudioBlock | None:
         deadline = time.monotonic() + (timeout if timeout is not None else 3600.0)

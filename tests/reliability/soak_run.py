@@ -8,6 +8,7 @@ until the requested audio has passed (generating a whole hour would take longer 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -131,7 +132,7 @@ def soak(checkpoint: Path, seconds: int, join_bound_s: float) -> dict[str, Any]:
         "drained": drained,
         "elapsed_s": round(elapsed, 1),
         "total_samples": total,
-        "stats": stats,
+        "stats": dataclasses.asdict(stats),
         "levels": sink.levels,
         "level_gaps": sink.level_gaps,
         "calls": sink.calls,

@@ -63,13 +63,13 @@ def test_an_hour_of_audio_lossless_with_bounded_memory(untrained_checkpoint: Pat
     inf = result["stats"]["inference"]
     segments = [tuple(s) for s in result["segments"]]
     # Nothing dropped anywhere, and nothing failed quietly.
-    assert src["dropped_blocks"] == 0 and src["overflows"] == 0
+    assert src["source"]["dropped_blocks"] == 0 and src["source"]["overflows"] == 0
     assert src["dropped_segments"] == 0 and inf["dropped_segments"] == 0
     assert inf["sink_errors"] == 0
     # Every sample went through: the level meter's 0.1-s stretches tile the hour without gaps.
     assert result["level_gaps"] == 0
     assert result["levels"] == total // UPDATE_SAMPLES
-    assert src["blocks"] == -(-total // BLOCK_SAMPLES)
+    assert src["source"]["blocks"] == -(-total // BLOCK_SAMPLES)
     # Every segment cut was scored, once, in order, with proper probabilities.
     assert len(segments) == src["segments"] == inf["segments"] > 0
     assert segments == sorted(segments) and len(set(segments)) == len(segments)

@@ -77,7 +77,7 @@ def scored(
 
 def drain(monitor: Monitor) -> None:
     """Wait until every job queued so far on the storage thread has run."""
-    monitor.db(lambda s: None).result(timeout=30)
+    monitor.store.run(lambda s: None).result(timeout=30)
 
 
 @pytest.fixture

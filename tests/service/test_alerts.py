@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -85,24 +86,24 @@ def test_monitor_raises_once_with_log_and_event(
     assert alert.action == "raised" and alert.alert.kind == "failure_dominates"
     assert alert.alert.p_failure > 0.7 and alert.alert.encounter_id is not None
     assert "ALERT" in caplog.text and "failure_dominates" in caplog.text
-    stored = monitor.db(lambda s: s.list_alerts()).result()
-    assert [a["id"] for a in stored] == [alert.alert.id]
+    stored = asyncio.run(monitor.alerts())
+    assert [a.id for a in stored] == [alert.alert.id]
     # Stored before published: the segment that raised it is on disk with its encounter.
-    enc = monitor.db(lambda s: s.get_encounter(alert.alert.encounter_id)).result()
-    assert enc["n_segments"] == 12
+    enc = asyncio.run(monitor.encounter(alert.alert.encounter_id))
+    assert enc is not None and enc.encounter.n_segments == 12
 
 
 def test_acknowledgement_is_stored_and_published(monitor_factory: Any) -> None:
     monitor, hub = monitor_factory()
-    alert = monitor.db(lambda s: monitor.test_alert(s, "north")).result()
-    acked = monitor.db(lambda s: monitor.acknowledge(s, alert["id"], "keeper Li")).result()
-    assert acked["acknowledged_by"] == "keeper Li" and acked["acknowledged_at"] is not None
+    alert = asyncio.run(monitor.test_alert("north"))
+    acked = asyncio.run(monitor.acknowledge(alert.id, "keeper Li"))
+    assert acked.acknowledged_by == "keeper Li" and acked.acknowledged_at is not None
     assert [m.action for m in hub.of_type("alert")] == ["raised", "acknowledged"]
     monitor.stop()
     from service.storage import Storage
 
     store = Storage(monitor.settings.storage.data_dir)
-    assert store.get_alert(alert["id"])["acknowledged_by"] == "keeper Li"
+    assert store.get_alert(alert.id).acknowledged_by == "keeper Li"
     store.close()
 
 
@@ -149,13 +150,13 @@ def test_webhook_receiver_down_then_up_gets_the_alert(monitor_factory: Any) -> N
             "webhook_timeout_s": 2,
         }
     )
-    alert = monitor.db(lambda s: monitor.test_alert(s, None)).result()
+    alert = asyncio.run(monitor.test_alert(None))
     # Nobody listens yet: attempts fail and the row stays pending.
     deadline = time.monotonic() + 20
     while monitor.outbox.failed_attempts < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert monitor.outbox.failed_attempts >= 2
-    assert monitor.db(lambda s: s.outbox_pending()).result() == 1
+    assert asyncio.run(monitor.outbox_pending()) == 1
 
     _Receiver.bodies = []
     _Receiver.arrived.clear()
@@ -165,16 +166,16 @@ def test_webhook_receiver_down_then_up_gets_the_alert(monitor_factory: Any) -> N
     try:
         assert _Receiver.arrived.wait(20), "the outbox never delivered after the receiver came up"
         deadline = time.monotonic() + 10
-        while monitor.db(lambda s: s.outbox_pending()).result() and time.monotonic() < deadline:
+        while asyncio.run(monitor.outbox_pending()) and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
         server.shutdown()
         server.server_close()
     (body,) = _Receiver.bodies
     msg = MESSAGE_ADAPTER.validate_python(body)
-    assert msg.type == "alert" and msg.alert.id == alert["id"] and msg.alert.kind == "test"
-    (row,) = monitor.db(lambda s: s.outbox_rows()).result()
-    assert row["delivered_at"] is not None and row["attempts"] >= 3 and row["last_error"] is None
+    assert msg.type == "alert" and msg.alert.id == alert.id and msg.alert.kind == "test"
+    (row,) = monitor.store.run(lambda s: s.outbox_rows()).result()
+    assert row.delivered_at is not None and row.attempts >= 3 and row.last_error is None
 
 
 def test_the_alarm_class_comes_from_the_model_or_the_config() -> None:

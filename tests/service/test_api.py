@@ -19,8 +19,9 @@ import soundfile as sf
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from model import aggregate, cli
+from model import aggregate
 from model import constants as C
+from service import cli
 from service.api import create_app
 from service.api.auth import RedactTokens, redact
 from service.config import load_settings

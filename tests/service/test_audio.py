@@ -60,7 +60,7 @@ def test_lossless_replay_delivers_the_whole_recording_in_order(stereo_file: Path
     assert np.array_equal(
         np.concatenate([b.audio for b in blocks], axis=1), load(stereo_file).audio
     )
-    assert source.stats()["dropped_blocks"] == 0 and source.stats()["blocks"] == len(blocks)
+    assert source.stats().dropped_blocks == 0 and source.stats().blocks == len(blocks)
 
 
 def test_mono_and_other_rates_are_converted_and_flagged(tmp_path: Path) -> None:
@@ -71,7 +71,7 @@ def test_mono_and_other_rates_are_converted_and_flagged(tmp_path: Path) -> None:
     source.start()
     audio = np.concatenate([b.audio for b in read_all(source)], axis=1)
     source.stop()
-    assert source.mono and source.stats()["mono"]
+    assert source.mono and source.stats().mono
     assert audio.shape == (2, 2 * SR) and np.array_equal(audio[0], audio[1])
 
 
@@ -97,7 +97,7 @@ def test_a_live_source_drops_the_newest_blocks_when_nobody_reads(stereo_file: Pa
     first = source.read(timeout=1.0)
     source.stop()
     stats = source.stats()
-    assert stats["dropped_blocks"] > 0 and stats["blocks"] >= 3
+    assert stats.dropped_blocks > 0 and stats.blocks >= 3
     assert first is not None and first.start == 0  # the oldest blocks were kept
 
 
@@ -169,7 +169,7 @@ def test_device_callback_only_queues_and_counts() -> None:
     source._callback(data, 1024, None, SimpleNamespace(input_overflow=True))
     data[:] = 5.0  # PortAudio reuses its buffer: the queued copy must not change
     stats = source.stats()
-    assert (stats["blocks"], stats["dropped_blocks"], stats["overflows"]) == (2, 2, 1)
+    assert (stats.blocks, stats.dropped_blocks, stats.overflows) == (2, 2, 1)
     block = source.read(timeout=0.1)
     assert block is not None and block.start == 0 and np.all(block.audio == 1.0)
 

@@ -22,6 +22,7 @@ from model.classifier import Classifier
 from model.detect import detect_calls
 from service.audio import DeviceSource
 from service.pipeline import Pipeline
+from service.types import DeviceCounters
 from tests.pulse import PulseServer
 from tests.service.test_pipeline import RecordingSink
 
@@ -80,12 +81,13 @@ def test_calls_played_into_the_sink_are_captured_detected_and_scored(
     finally:
         pipeline.stop()
 
-    source_stats = stats["sources"]["pen"]
-    assert source_stats["kind"] == "sounddevice" and source_stats["device_rate"] == SR
-    assert not source_stats["mono"]
-    captured_s = source_stats["blocks"] * source.block_samples / SR
+    source_stats = stats.sources["pen"].source
+    assert isinstance(source_stats, DeviceCounters)
+    assert source_stats.kind == "sounddevice" and source_stats.device_rate == SR
+    assert not source_stats.mono
+    captured_s = source_stats.blocks * source.block_samples / SR
     assert captured_s >= 9.0, f"only {captured_s:.1f} s captured: {source_stats}"
-    assert source_stats["dropped_blocks"] == 0
+    assert source_stats.dropped_blocks == 0
 
     # The calls were detected and every segment scored.
     starts = [c for c in sink.calls if c.kind == "start"]
@@ -138,7 +140,7 @@ def test_a_vanished_sink_is_reported_and_capture_resumes_when_it_returns(
     pipeline.start()
     player.start()
     try:
-        assert wait_until(lambda: source.stats()["blocks"] > 20, 10), source.stats()
+        assert wait_until(lambda: source.stats().blocks > 20, 10), source.stats()
         pulse.unload_sink()
         assert wait_until(lambda: "stalled" in sink.status_kinds("pen"), 10), sink.statuses
         pulse.load_sink()
@@ -146,16 +148,16 @@ def test_a_vanished_sink_is_reported_and_capture_resumes_when_it_returns(
             sink.statuses,
             source.stats(),
         )
-        blocks = source.stats()["blocks"]
-        assert wait_until(lambda: source.stats()["blocks"] > blocks + 20, 10)
+        blocks = source.stats().blocks
+        assert wait_until(lambda: source.stats().blocks > blocks + 20, 10)
     finally:
         stop_playing.set()
         player.join(timeout=10)
         pipeline.stop()
-    assert source.stats()["reopens"] >= 1
+    assert source.stats().reopens >= 1
     stalled = next(s for s in sink.statuses if s.status == "stalled")
     assert "no audio for" in stalled.detail
-    error = source.stats()["last_error"]
+    error = source.stats().last_error
     assert "lost" in error or "cannot open" in error
     assert sink.status_kinds("pen")[-1] == "stopped"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -92,19 +93,19 @@ def test_keeper_encounter_replaces_auto_and_ignores_silence(monitor_factory: Any
     monitor.on_segment(scored("north", 0.0, 0.5))
     drain(monitor)
     auto_id = hub.of_type("encounter")[0].encounter.id
-    row = monitor.db(lambda s: monitor.start_encounter(s, "north", "Mei x Da", "Li", "")).result()
-    assert row["auto"] is False and row["pair"] == "Mei x Da"
+    row = asyncio.run(monitor.start_encounter("north", pair="Mei x Da", keeper="Li"))
+    assert row.auto is False and row.pair == "Mei x Da"
     assert [(m.action, m.encounter.id) for m in hub.of_type("encounter")] == [
         ("started", auto_id),
         ("stopped", auto_id),
-        ("started", row["id"]),
+        ("started", row.id),
     ]
     monitor.on_segment(scored("north", 3.0, 0.5))
     monitor.on_segment(scored("north", 100.0, 0.5))  # long silence: a keeper's encounter stays
     drain(monitor)
-    assert {s.encounter_id for s in hub.of_type("segment")[1:]} == {row["id"]}
-    stopped = monitor.db(lambda s: monitor.stop_encounter(s, row["id"])).result()
-    assert stopped is not None and stopped["ended_at"] is not None and stopped["n_segments"] == 2
+    assert {s.encounter_id for s in hub.of_type("segment")[1:]} == {row.id}
+    stopped = asyncio.run(monitor.stop_encounter(row.id))
+    assert stopped is not None and stopped.ended_at is not None and stopped.n_segments == 2
 
 
 def test_no_auto_encounters_when_disabled(monitor_factory: Any) -> None:
@@ -118,7 +119,7 @@ def test_no_auto_encounters_when_disabled(monitor_factory: Any) -> None:
 
 def test_open_keeper_encounter_survives_restart(monitor_factory: Any) -> None:
     monitor, _ = monitor_factory()
-    row = monitor.db(lambda s: monitor.start_encounter(s, "north", "", "", "")).result()
+    row = asyncio.run(monitor.start_encounter("north"))
     monitor.on_segment(scored("north", 0.0, 0.2))
     drain(monitor)
     monitor.stop()
@@ -126,4 +127,4 @@ def test_open_keeper_encounter_survives_restart(monitor_factory: Any) -> None:
     again.on_segment(scored("north", 0.0, 0.6))
     drain(again)
     (seg,) = hub.of_type("segment")
-    assert seg.encounter_id == row["id"] and seg.running_p_success == pytest.approx(0.4, abs=1e-4)
+    assert seg.encounter_id == row.id and seg.running_p_success == pytest.approx(0.4, abs=1e-4)

@@ -235,10 +235,10 @@ def test_watchdog_reports_a_stall_and_the_recovery(classifier: Classifier) -> No
     sink = RecordingSink()
     source = GatedSource("pen", calls_recording(1, seconds=30.0), gate)
     with Pipeline([source], classifier, sink, stall_after_s=0.3) as pipeline:
-        wait_for(lambda: source.stats()["blocks"] > 10)
+        wait_for(lambda: source.stats().blocks > 10)
         gate.clear()
         wait_for(lambda: "stalled" in sink.status_kinds("pen"))
-        assert pipeline.stats()["sources"]["pen"]["status"] == "stalled"
+        assert pipeline.stats().sources["pen"].status == "stalled"
         gate.set()
         wait_for(lambda: sink.status_kinds("pen")[-1] == "ok")
     assert sink.status_kinds("pen")[:3] == ["ok", "stalled", "ok"]
@@ -296,7 +296,7 @@ def test_a_failing_sink_does_not_stop_the_pipeline(
     with Pipeline([source], classifier, sink) as pipeline:
         assert pipeline.join(timeout=120)
         stats = pipeline.stats()
-    assert sink.segments and stats["inference"]["sink_errors"] > 0
+    assert sink.segments and stats.inference.sink_errors > 0
 
 
 def test_live_drops_and_overruns_are_counted(
@@ -319,12 +319,12 @@ def test_live_drops_and_overruns_are_counted(
     ) as pipeline:
         pipeline.join(timeout=60)
         stats = pipeline.stats()
-    assert stats["inference"]["dropped_segments"] > 0
-    assert stats["inference"]["overruns"] > 0
-    scored = stats["inference"]["segments"]
+    assert stats.inference.dropped_segments > 0
+    assert stats.inference.overruns > 0
+    scored = stats.inference.segments
     assert scored == len(sink.segments) > 0
-    assert scored + stats["inference"]["dropped_segments"] == sum(
-        s["segments"] + s["dropped_segments"] for s in stats["sources"].values()
+    assert scored + stats.inference.dropped_segments == sum(
+        s.segments + s.dropped_segments for s in stats.sources.values()
     )
 
 
@@ -364,6 +364,6 @@ def test_a_lane_that_fails_is_reported_stalled_with_the_cause(classifier: Classi
     with Pipeline([source], classifier, sink, stall_after_s=0.3) as pipeline:
         wait_for(lambda: "stalled" in sink.status_kinds("bug"))
         stats = pipeline.stats()
-    assert "pipeline thread failed" in stats["sources"]["bug"]["pipeline_error"]
+    assert "pipeline thread failed" in (stats.sources["bug"].pipeline_error or "")
     stalled = next(s for s in sink.statuses if s.status == "stalled")
     assert "ValueError" in stalled.detail

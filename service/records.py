@@ -1,0 +1,135 @@
+"""What storage hands out: frozen rows, as stored, with no knowledge of HTTP.
+
+``service.storage.Storage`` returns these; ``service.wire`` turns each into its wire model
+(clip URLs, seconds instead of samples, rounding) in one place. Times are the stored ISO-8601
+UTC strings (``storage.iso``), which is also what the wire sends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+AlertKind = Literal["failure_dominates", "audio_stalled", "test"]
+Outcome = Literal["success", "failure", "unknown"]
+
+
+@dataclass(frozen=True, slots=True)
+class EncounterRow:
+    """One meeting of a pair at one source; ``p_success``/``verdict`` are its running figures
+    after its latest segment (None before any)."""
+
+    id: int
+    source: str
+    enclosure: str
+    pair: str
+    keeper: str
+    notes: str
+    started_at: str
+    ended_at: str | None
+    auto: bool
+    n_segments: int
+    p_success: float | None
+    verdict: str | None
+    outcome: str | None
+    copulation_observed: bool | None
+    pregnancy_confirmed: bool | None
+    model_version: str | None
+
+    @property
+    def is_open(self) -> bool:
+        return self.ended_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentRow:
+    """One scored 2-s segment. ``start_sample``/``end_sample`` count from its source's start;
+    ``attention`` holds the 86 per-frame weights; ``clip_path`` is relative to the data directory (None when
+    no clip was kept, or retention removed it)."""
+
+    id: int
+    encounter_id: int | None
+    source: str
+    start_sample: int
+    end_sample: int
+    wall_time: str
+    p_success: float
+    p_failure: float
+    attention: tuple[float, ...]
+    levels_db: tuple[float, float]
+    model_version: str
+    clip_path: str | None
+    created_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRow:
+    id: int
+    kind: AlertKind
+    source: str | None
+    encounter_id: int | None
+    message: str
+    p_failure: float | None
+    created_at: str
+    acknowledged_at: str | None
+    acknowledged_by: str | None
+
+    @property
+    def acknowledged(self) -> bool:
+        return self.acknowledged_at is not None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One webhook delivery of an alert (``next_attempt_at`` in unix seconds)."""
+
+    id: int
+    alert_id: int
+    url: str
+    payload: str
+    attempts: int
+    next_attempt_at: float
+    delivered_at: str | None
+    last_error: str | None
+    created_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class EncounterRecord:
+    """An encounter with its segments and alerts, oldest first (the History view's detail)."""
+
+    encounter: EncounterRow
+    segments: list[SegmentRow]
+    alerts: list[AlertRow]
+
+
+@dataclass(frozen=True, slots=True)
+class LiveRecords:
+    """What a dashboard needs on connecting: open encounters, the latest segments (oldest
+    first) and the alerts nobody acknowledged."""
+
+    encounters: list[EncounterRow]
+    segments: list[SegmentRow]
+    alerts: list[AlertRow]
+
+
+@dataclass(frozen=True, slots=True)
+class Removed:
+    """What one retention pass deleted."""
+
+    encounters: int = 0
+    segments: int = 0
+    alerts: int = 0
+    clips: int = 0
+
+    def __bool__(self) -> bool:
+        return any((self.encounters, self.segments, self.alerts, self.clips))
+
+    def summary(self) -> str:
+        counts = {
+            "encounters": self.encounters,
+            "segments": self.segments,
+            "alerts": self.alerts,
+            "clips": self.clips,
+        }
+        return ", ".join(f"{n} {what}" for what, n in counts.items() if n)
