@@ -44,7 +44,7 @@ def presented_tokens(conn: HTTPConnection) -> list[str]:
 
 
 def is_authorised(conn: HTTPConnection) -> bool:
-    token = conn.app.state.runtime.settings.server.token
+    token = conn.app.state.settings.server.token
     if token is None:
         return True
     expected = token.get_secret_value()
@@ -70,7 +70,7 @@ Authorised = Annotated[None, Depends(require_token)]
 def remember_token(request: Request, response: Response) -> None:
     """Set the session cookie when the page was opened with a valid ``?token=`` (so the page's
     own requests for scripts, styles and the OpenAPI schema carry it)."""
-    token = request.app.state.runtime.settings.server.token
+    token = request.app.state.settings.server.token
     presented = request.query_params.get(QUERY_NAME)
     if token is not None and presented and token_matches(token.get_secret_value(), presented):
         response.set_cookie(COOKIE_NAME, presented, httponly=True, samesite="strict", path="/")

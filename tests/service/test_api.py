@@ -336,6 +336,10 @@ def test_health_stats_metrics_sources(client: TestClient) -> None:
         "pandapulse_ws_clients",
         "pandapulse_inference_segments_total",
         "pandapulse_outbox_pending",
+        'pandapulse_source_blocks_total{source="replay"}',
+        "pandapulse_predict_requests_total",
+        "pandapulse_alerts_raised_total",
+        "pandapulse_webhook_delivered_total",
     ):
         assert name in metrics.text
     sources = client.get("/api/sources", headers=AUTH).json()
@@ -368,3 +372,42 @@ def test_token_redacted_from_log_records() -> None:
     )
     RedactTokens().filter(record)
     assert "s3cret" not in record.getMessage()
+
+
+def test_routes_answer_503_while_the_service_is_not_running(
+    tmp_path: Path, untrained_checkpoint: Path
+) -> None:
+    settings = load_settings(
+        environ={},
+        overrides={
+            "server": {"token": TOKEN},
+            "sources": [{"id": "north", "kind": "synthetic"}],
+            "inference": {"model": str(untrained_checkpoint), "device": "cpu"},
+            "storage": {"data_dir": str(tmp_path / "data")},
+        },
+    )
+    app = create_app(settings)
+
+    def refused(client: TestClient) -> None:
+        assert client.get("/healthz").status_code == 200  # liveness: the process answers
+        for method, path, body in (
+            ("GET", "/stats", None),
+            ("GET", "/readyz", None),
+            ("GET", "/api/encounters", None),
+            ("POST", "/api/encounters", {"source": "north"}),
+            ("POST", "/api/alerts/test", {}),
+        ):
+            answer = client.request(method, path, headers=AUTH, json=body)
+            assert answer.status_code == 503, (path, answer.text)
+            assert answer.json()["error"] == "not_running" and answer.headers["Retry-After"]
+        with client.websocket_connect(f"/ws/live?token={TOKEN}") as ws:
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_text()
+        assert closed.value.code == 1013
+
+    refused(TestClient(app))  # before the lifespan ran
+    with TestClient(app) as client:
+        assert client.get("/readyz", headers=AUTH).status_code == 200
+        created = client.post("/api/encounters", headers=AUTH, json={"source": "north"})
+        assert created.status_code == 201
+    refused(TestClient(app))  # after shutdown
