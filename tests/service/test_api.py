@@ -400,9 +400,11 @@ def test_routes_answer_503_while_the_service_is_not_running(
             answer = client.request(method, path, headers=AUTH, json=body)
             assert answer.status_code == 503, (path, answer.text)
             assert answer.json()["error"] == "not_running" and answer.headers["Retry-After"]
-        with client.websocket_connect(f"/ws/live?token={TOKEN}") as ws:
-            with pytest.raises(WebSocketDisconnect) as closed:
-                ws.receive_text()
+        with (
+            client.websocket_connect(f"/ws/live?token={TOKEN}") as ws,
+            pytest.raises(WebSocketDisconnect) as closed,
+        ):
+            ws.receive_text()
         assert closed.value.code == 1013
 
     refused(TestClient(app))  # before the lifespan ran
