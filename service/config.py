@@ -36,6 +36,9 @@ from model.checkpoint import DEMO_MODEL
 from model.detect import DetectorParams
 from service.errors import ConfigError
 
+RawConfig = dict[str, Any]
+"""A configuration document before validation (YAML, environment, command line): untyped
+until ``Settings`` checks it."""
 ENV_PREFIX = "PANDAPULSE__"
 ENV_DELIMITER = "__"
 
@@ -249,7 +252,7 @@ class Settings(BaseSettings):
         return next((s for s in self.sources if s.id == source_id), None)
 
 
-def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+def _deep_merge(base: RawConfig, override: Mapping[str, Any]) -> RawConfig:
     out = dict(base)
     for key, value in override.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
@@ -259,7 +262,7 @@ def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, 
     return out
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_yaml(path: Path) -> RawConfig:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
@@ -277,7 +280,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _read_env(environ: Mapping[str, str]) -> dict[str, Any]:
+def _read_env(environ: Mapping[str, str]) -> RawConfig:
     sections = set(Settings.model_fields)
     for key in environ:
         if key.upper().startswith(ENV_PREFIX):
@@ -315,7 +318,7 @@ def load_settings(
     ``environ`` defaults to ``os.environ``; ``overrides`` (nested dicts, e.g. from the command
     line) win over both. Raises ``ConfigError`` naming every bad field.
     """
-    data: dict[str, Any] = {}
+    data: RawConfig = {}
     origins = []
     if path is not None:
         data = _read_yaml(Path(path))

@@ -165,12 +165,13 @@ def check_audio(settings: Any, *, capture_s: float | None) -> Report:
             "install it: apt-get install libportaudio2 (the Docker image has it)",
         )
         return
+    from service.audio.device import input_devices
+
     try:
-        devices = list(sd.query_devices())
+        inputs = input_devices()
     except sd.PortAudioError as err:
         yield Finding("audio devices", False, f"PortAudio cannot list devices: {err}", _SND_FIX)
         return
-    inputs = [d for d in devices if d["max_input_channels"] > 0]
     sound_sources = (
         [] if settings is None else [s for s in settings.sources if s.kind == "sounddevice"]
     )
@@ -186,11 +187,11 @@ def check_audio(settings: Any, *, capture_s: float | None) -> Report:
         yield Finding("audio devices", True, f"{len(inputs)} input device(s)")
         default_in = _default_input(sd)
         for d in inputs:
-            mark = "*" if d["index"] == default_in else " "
+            mark = "*" if d.index == default_in else " "
             yield Note(
                 "audio devices",
-                f"{mark} [{d['index']}] {d['name']}: {d['max_input_channels']} in,"
-                f" default {d['default_samplerate']:.0f} Hz",
+                f"{mark} [{d.index}] {d.name}: {d.channels} in,"
+                f" default {d.default_samplerate:.0f} Hz",
             )
     if not sound_sources:
         yield Finding("audio capture", True, "no sound-card source configured: nothing to capture")

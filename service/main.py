@@ -16,10 +16,9 @@ import secrets
 import socket
 import sys
 from pathlib import Path
-from typing import Any
 
 from model.errors import CheckpointError
-from service.config import Settings, is_loopback, load_settings
+from service.config import RawConfig, Settings, is_loopback, load_settings
 from service.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -54,7 +53,7 @@ def build_settings(
 ) -> tuple[Settings, bool]:
     """The settings for ``args``; the flag says whether a demo token was generated."""
     env = dict(os.environ if environ is None else environ)
-    server: dict[str, Any] = {}
+    server: RawConfig = {}
     if args.host is not None:
         server["host"] = args.host
     if args.port is not None:

@@ -3,7 +3,7 @@ contract (blocks out of a bounded queue; live sources drop and count, replay is 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.audio.base import BLOCK_SAMPLES, AudioSource, ProducerSource
 from service.audio.device import DeviceSource, input_devices
@@ -21,19 +21,21 @@ __all__ = [
     "source_from_config",
 ]
 
-_KINDS: dict[str, Any] = {
+if TYPE_CHECKING:
+    from service.config import SourceSettings
+
+_KINDS: dict[str, type[AudioSource]] = {
     DeviceSource.kind: DeviceSource,
     ReplaySource.kind: ReplaySource,
     SyntheticSource.kind: SyntheticSource,
 }
 
 
-def source_from_config(cfg: Any, **kwargs: Any) -> AudioSource:
+def source_from_config(cfg: SourceSettings, **kwargs: Any) -> AudioSource:
     """The source a ``service.config.SourceSettings`` describes (``kind``: sounddevice, file,
     synthetic); ``kwargs`` go to its constructor (block sizes, a test generator, ...)."""
     try:
         cls = _KINDS[cfg.kind]
     except KeyError:
         raise ValueError(f"unknown source kind {cfg.kind!r}: use one of {sorted(_KINDS)}") from None
-    source: AudioSource = cls.from_config(cfg, **kwargs)
-    return source
+    return cls.from_config(cfg, **kwargs)

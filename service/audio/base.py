@@ -19,12 +19,15 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
 from model import constants as C
 from service.types import AudioBlock, SourceCounters
+
+if TYPE_CHECKING:
+    from service.config import SourceSettings
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,12 @@ class AudioSource(ABC):
     """Base class of every source. Subclasses produce audio; the base queues and counts it."""
 
     kind = "abstract"
+
+    @classmethod
+    def from_config(cls, cfg: SourceSettings, **kwargs: Any) -> Self:
+        """The source a ``SourceSettings`` of this ``kind`` describes; ``kwargs`` go to the
+        constructor (block sizes, a test generator, ...)."""
+        raise NotImplementedError(f"{cls.__name__} cannot be configured")
 
     def __init__(
         self, source_id: str, *, lossless: bool = False, queue_blocks: int = QUEUE_BLOCKS

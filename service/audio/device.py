@@ -20,7 +20,8 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +29,9 @@ from model import constants as C
 from model.errors import AudioError
 from service.audio.base import BLOCK_SAMPLES, QUEUE_BLOCKS, AudioSource
 from service.types import AudioBlock, DeviceCounters
+
+if TYPE_CHECKING:
+    from service.config import SourceSettings
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +52,30 @@ def _sd() -> Any:
     return sounddevice
 
 
-def input_devices() -> list[dict[str, Any]]:
-    """PortAudio's input devices: ``[{"index", "name", "channels", "default_samplerate"}]``."""
+PortAudioDevice = dict[str, Any]
+"""A device as sounddevice's ``query_devices`` describes it (its keys are PortAudio's)."""
+
+
+@dataclass(frozen=True)
+class InputDevice:
+    """An input PortAudio offers: what a keeper needs to name it in ``sources[].device``."""
+
+    index: int
+    name: str
+    channels: int
+    default_samplerate: float
+
+
+def input_devices() -> list[InputDevice]:
+    """PortAudio's input devices."""
     sd = _sd()
     return [
-        {
-            "index": i,
-            "name": d["name"],
-            "channels": d["max_input_channels"],
-            "default_samplerate": d["default_samplerate"],
-        }
+        InputDevice(
+            index=i,
+            name=d["name"],
+            channels=d["max_input_channels"],
+            default_samplerate=d["default_samplerate"],
+        )
         for i, d in enumerate(sd.query_devices())
         if d["max_input_channels"] > 0
     ]
@@ -107,7 +125,7 @@ class DeviceSource(AudioSource):
         self._ended = threading.Event()
 
     @classmethod
-    def from_config(cls, cfg: Any, **kwargs: Any) -> DeviceSource:
+    def from_config(cls, cfg: SourceSettings, **kwargs: Any) -> DeviceSource:
         """From a ``service.config.SourceSettings`` of kind ``sounddevice``."""
         return cls(cfg.id, cfg.device, **kwargs)
 
@@ -249,19 +267,19 @@ class DeviceSource(AudioSource):
         except Exception as err:  # a vanished device may refuse even to close
             log.debug("source %s: closing the stream: %s", self.source_id, err)
 
-    def _query(self) -> dict[str, Any]:
+    def _query(self) -> PortAudioDevice:
         sd = _sd()
         try:
             return dict(sd.query_devices(self.device, "input"))
         except (ValueError, sd.PortAudioError) as err:
-            names = ", ".join(f"{d['index']}: {d['name']!r}" for d in input_devices()) or "none"
+            names = ", ".join(f"{d.index}: {d.name!r}" for d in input_devices()) or "none"
             raise AudioError(
                 f"source {self.source_id!r}: no input device {self.device!r} ({err}). Inputs"
                 f" seen by PortAudio: {names}. Check the name or index, that the device is"
                 " plugged in, and that this user may use it (the 'audio' group, PULSE_SERVER)."
             ) from err
 
-    def _rate_for(self, info: dict[str, Any]) -> int:
+    def _rate_for(self, info: PortAudioDevice) -> int:
         """44.1 kHz when the device takes it, else its default rate (resampled on read)."""
         try:
             _sd().check_input_settings(

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from model import preprocessing
 from model.errors import AudioError
 from service.audio.base import BLOCK_SAMPLES, QUEUE_BLOCKS, ProducerSource
+
+if TYPE_CHECKING:
+    from service.config import SourceSettings
 
 
 class ReplaySource(ProducerSource):
@@ -41,8 +44,10 @@ class ReplaySource(ProducerSource):
         self._audio: np.ndarray | None = None
 
     @classmethod
-    def from_config(cls, cfg: Any, **kwargs: Any) -> ReplaySource:
+    def from_config(cls, cfg: SourceSettings, **kwargs: Any) -> ReplaySource:
         """From a ``service.config.SourceSettings`` of kind ``file``."""
+        if cfg.path is None:  # the settings refuse a file source without one
+            raise AudioError(f"source {cfg.id!r} is a file source and needs a 'path'")
         return cls(cfg.id, cfg.path, realtime=cfg.realtime, loop=cfg.loop, **kwargs)
 
     def check(self) -> None:

@@ -13,13 +13,16 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from model import constants as C
 from model.errors import AudioError
 from service.audio.base import BLOCK_SAMPLES, QUEUE_BLOCKS, ProducerSource
+
+if TYPE_CHECKING:
+    from service.config import SourceSettings
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +87,7 @@ class SyntheticSource(ProducerSource):
         """Encounters started so far (appended by the producer thread)."""
 
     @classmethod
-    def from_config(cls, cfg: Any, **kwargs: Any) -> SyntheticSource:
+    def from_config(cls, cfg: SourceSettings, **kwargs: Any) -> SyntheticSource:
         """From a ``service.config.SourceSettings`` of kind ``synthetic``."""
         return cls(cfg.id, seed=cfg.seed, realtime=cfg.realtime, **kwargs)
 
