@@ -33,7 +33,7 @@ def _connection(token: str | None, header: str | None = None, query: str = "") -
     settings = SimpleNamespace(
         server=SimpleNamespace(token=None if token is None else SecretStr(token))
     )
-    app = SimpleNamespace(state=SimpleNamespace(runtime=SimpleNamespace(settings=settings)))
+    app = SimpleNamespace(state=SimpleNamespace(settings=settings))
     headers = [] if header is None else [(b"authorization", header.encode())]
     scope = {"type": "http", "headers": headers, "query_string": query.encode(), "app": app}
     return HTTPConnection(scope)
