@@ -54,7 +54,7 @@ class LevelUpdate:
     """Per-channel levels of one stretch of audio (~0.1 s) for the meters.
 
     ``rms_db`` and ``peak_db`` are (left, right) in dBFS (0 dBFS = full scale); digital
-    silence reads as a finite floor (``model.segmenter.LEVEL_FLOOR_DB``), never -inf.
+    silence reads as a finite floor (``model.detect.LEVEL_FLOOR_DB``), never -inf.
     ``start`` is the sample index of the stretch's first sample.
     """
 

@@ -2,7 +2,8 @@
 
 Both answer 503 ``not_running`` while the service has no runtime: before the lifespan has
 built it and once shutdown has begun. A route that declares ``rt: RuntimeDep`` or
-``monitor: MonitorDep`` therefore always gets a complete, running service.
+``monitor: MonitorDep`` therefore always gets a complete, running service. The dependencies
+are coroutines so FastAPI runs them on the event loop, not in its thread pool.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def running_runtime(conn: HTTPConnection) -> Runtime | None:
     return runtime
 
 
-def get_runtime(conn: HTTPConnection) -> Runtime:
+async def get_runtime(conn: HTTPConnection) -> Runtime:
     runtime = running_runtime(conn)
     if runtime is None:
         raise not_running()
@@ -33,7 +34,7 @@ def get_runtime(conn: HTTPConnection) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_monitor(rt: RuntimeDep) -> Monitor:
+async def get_monitor(rt: RuntimeDep) -> Monitor:
     return rt.monitor
 
 
