@@ -1,84 +1,243 @@
-"""``pandapulse predict``: score recordings with a trained checkpoint."""
+"""``pandapulse predict``: score recordings with a trained checkpoint.
+
+``analyse`` is what ``pandapulse predict`` and ``POST /predict`` answer. It streams: the file is
+decoded block by block (``preprocessing.AudioStream``), fed to the streaming detector and
+segmenter, and the segments are scored in batches of ``classifier.max_batch`` as they come, so a
+recording of any length costs a few batches of memory, not its decoded size. Decoding and
+segmentation run on a worker thread a few batches ahead of inference (``overlap``); batches are
+formed and scored in order, so the answer does not depend on timing or block size: it is the
+one the whole decoded recording gives.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import queue
+import threading
+from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 
 from model import aggregate, preprocessing
+from model import constants as C
 from model.checkpoint import DEMO_MODEL
 from model.classifier import Classifier
 from model.detect import DetectorParams
 from model.errors import CheckpointError
-from model.preprocessing import Segment
-from model.segmenter import iter_segments
+from model.segmenter import DetectedSegment, StreamingSegmenter
 
-_NO_AUDIO = np.zeros((0, 0), np.float32)
+T = TypeVar("T")
+
+PREFETCH_BATCHES = 2
+"""Batches the decoding thread may have ready ahead of inference (memory: each is
+``max_batch`` x 706 KB)."""
+
+Source = preprocessing.Recording | str | Path | BinaryIO | bytes
+"""What ``analyse`` scores: a decoded recording, or a file (path, open binary file, bytes)."""
+
+
+def segment_batches(
+    blocks: Iterable[np.ndarray], detector: DetectorParams | None, max_batch: int
+) -> Iterator[tuple[np.ndarray, list[tuple[int, int]]]]:
+    """The segments of a stream of (2, n) blocks, in order, as (B <= max_batch, 2, 88200)
+    batches with their (start, end) sample bounds; every batch but the last is full."""
+    audio: list[np.ndarray] = []
+    bounds: list[tuple[int, int]] = []
+    for segment in _segments(blocks, detector):
+        audio.append(segment.audio)
+        bounds.append((segment.start, segment.end))
+        if len(audio) == max_batch:
+            yield np.stack(audio), bounds
+            audio, bounds = [], []
+    if audio:
+        yield np.stack(audio), bounds
+
+
+def rechunked(blocks: Iterable[np.ndarray], frames: int) -> Iterator[np.ndarray]:
+    """The (channels, n) ``blocks`` re-cut into blocks of exactly ``frames`` samples (the last
+    may be shorter), whatever the sizes that came in."""
+    if frames < 1:
+        raise ValueError(f"frames must be >= 1, got {frames}")
+    pending: list[np.ndarray] = []
+    held = 0
+    for block in blocks:
+        pending.append(block)
+        held += block.shape[1]
+        if held < frames:
+            continue
+        joined = np.concatenate(pending, axis=1) if len(pending) > 1 else block
+        cut = held - held % frames
+        for i in range(0, cut, frames):
+            yield joined[:, i : i + frames]
+        pending = [joined[:, cut:]] if cut < held else []
+        held -= cut
+    if held:
+        yield np.concatenate(pending, axis=1)
+
+
+def _segments(
+    blocks: Iterable[np.ndarray], detector: DetectorParams | None
+) -> Iterator[DetectedSegment]:
+    segmenter = StreamingSegmenter(detector)
+    for block in blocks:
+        yield from segmenter.push(block)
+    yield from segmenter.flush().segments
+
+
+def prefetched(
+    items: Iterator[T], depth: int, *, name: str = "prefetch"
+) -> Generator[T, None, None]:
+    """``items``, produced by a worker thread at most ``depth`` ahead of the consumer.
+
+    Order is kept; an exception in the worker is raised here, in order. Closing this generator
+    (or an exception in the consumer) stops the worker and waits for it, so nothing reads
+    ``items`` after it returns."""
+    slots: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put((True, item)):
+                    return
+        except BaseException as err:  # handed to the consumer, raised there
+            put((False, err))
+            return
+        put((False, None))
+
+    worker = threading.Thread(target=work, name=name, daemon=True)
+    worker.start()
+    try:
+        while True:
+            is_item, value = slots.get()
+            if not is_item:
+                if value is not None:
+                    raise value
+                return
+            yield value
+    finally:
+        stop.set()
+        worker.join()
 
 
 def analyse(
-    recording: preprocessing.Recording,
+    source: Source,
     classifier: Classifier,
     detector: DetectorParams | None = None,
     *,
     band: tuple[float, float] = aggregate.UNCERTAIN_BAND,
+    limit_s: float | None = None,
+    block_frames: int | None = None,
+    overlap: bool = True,
 ) -> dict[str, Any]:
     """Detect the calls in a recording, score their segments and aggregate: what ``/predict``
     answers.
 
     Segments come from the energy detector and the streaming segmenter
     (``model.segmenter``), exactly as the live service cuts them; they are scored in batches
-    of ``classifier.max_batch`` so a long recording never holds all its segments at once. With
-    no call found there are no segments, and ``p_success`` and ``verdict`` are None. Within
-    ``band`` the verdict is ``uncertain`` (``model.aggregate``).
+    of ``classifier.max_batch`` as they are cut. A file is decoded block by block
+    (``preprocessing.AudioStream``; ``limit_s`` makes a longer one raise ``RecordingTooLong``);
+    ``block_frames`` re-cuts the audio into blocks of that size before detection (tests: the
+    answer does not depend on it). Either way the answer is the one the whole decoded recording
+    gives. With ``overlap``, decoding and segmentation run on a worker thread ahead of
+    inference. With no call found there are no segments, and ``p_success`` and ``verdict`` are
+    None. Within ``band`` the verdict is ``uncertain`` (``model.aggregate``).
     """
-    segments: list[Segment] = []
-    p_succ: list[np.ndarray] = []
-    p_fail: list[np.ndarray] = []
-    attention: list[np.ndarray] = []
-    batch: list[Segment] = []
-
-    def score() -> None:
-        result = classifier.predict(preprocessing.stack(batch))
-        p_succ.append(result.p_success)
-        p_fail.append(result.p_failure)
-        attention.append(result.attention)
-        # Keep only the bounds: the audio of a scored batch is not needed any more.
-        segments.extend(Segment(s.start, s.end, _NO_AUDIO) for s in batch)
-        batch.clear()
-
-    for segment in iter_segments(recording.audio, detector):
-        batch.append(segment)
-        if len(batch) >= classifier.max_batch:
-            score()
-    if batch:
-        score()
+    with contextlib.ExitStack() as stack:
+        if isinstance(source, preprocessing.Recording):
+            recording = source
+            step = preprocessing.READ_BLOCK_FRAMES
+            blocks: Iterable[np.ndarray] = (
+                recording.audio[:, i : i + step] for i in range(0, recording.audio.shape[1], step)
+            )
+            mono, source_rate = recording.mono, recording.source_rate
+        else:
+            stream = stack.enter_context(preprocessing.AudioStream(source, limit_s=limit_s))
+            blocks, mono, source_rate = stream, stream.mono, stream.source_rate
+        if block_frames is not None:
+            blocks = rechunked(blocks, block_frames)
+        batches = segment_batches(blocks, detector, classifier.max_batch)
+        if overlap:
+            # Closed (its worker joined) before the stream is: the worker reads the file.
+            batches = stack.enter_context(
+                contextlib.closing(prefetched(batches, PREFETCH_BATCHES, name="predict-decode"))
+            )
+        bounds: list[tuple[int, int]] = []
+        p_succ: list[np.ndarray] = []
+        p_fail: list[np.ndarray] = []
+        attention: list[np.ndarray] = []
+        for audio, batch_bounds in batches:
+            result = classifier.predict(audio)
+            p_succ.append(result.p_success)
+            p_fail.append(result.p_failure)
+            attention.append(result.attention)
+            bounds.extend(batch_bounds)
+        if isinstance(source, preprocessing.Recording):
+            n_samples = source.audio.shape[1]
+        else:
+            n_samples = stream.samples
     pred_s = np.concatenate(p_succ) if p_succ else np.zeros(0, np.float32)
     pred_f = np.concatenate(p_fail) if p_fail else np.zeros(0, np.float32)
     att = np.concatenate(attention) if attention else np.zeros((0, 0), np.float32)
-    p_success = aggregate.running_p_success(pred_s)
+    return answer(
+        n_samples=n_samples,
+        mono=mono,
+        source_rate=source_rate,
+        classifier=classifier,
+        bounds=bounds,
+        p_success=pred_s,
+        p_failure=pred_f,
+        attention=att,
+        band=band,
+    )
+
+
+def answer(
+    *,
+    n_samples: int,
+    mono: bool,
+    source_rate: int,
+    classifier: Classifier,
+    bounds: list[tuple[int, int]],
+    p_success: np.ndarray,
+    p_failure: np.ndarray,
+    attention: np.ndarray,
+    band: tuple[float, float],
+) -> dict[str, Any]:
+    """The JSON-ready answer for scored segments (one rounding rule for every caller)."""
+    overall = aggregate.running_p_success(p_success)
+    sr = C.SAMPLE_RATE
     return {
-        "duration_s": round(recording.duration_s, 3),
-        "mono": recording.mono,
-        "source_rate": recording.source_rate,
+        "duration_s": round(n_samples / sr, 3),
+        "mono": mono,
+        "source_rate": source_rate,
         "model_version": classifier.version,
         "class_names": list(classifier.class_names),
         "segments": [
             {
-                "start_s": round(seg.start_s, 3),
-                "end_s": round(seg.end_s, 3),
-                "p_success": round(float(pred_s[i]), 4),
-                "p_failure": round(float(pred_f[i]), 4),
-                "attention": [round(float(a), 5) for a in att[i]],
+                "start_s": round(start / sr, 3),
+                "end_s": round(end / sr, 3),
+                "p_success": round(float(p_success[i]), 4),
+                "p_failure": round(float(p_failure[i]), 4),
+                "attention": [round(float(a), 5) for a in attention[i]],
             }
-            for i, seg in enumerate(segments)
+            for i, (start, end) in enumerate(bounds)
         ],
-        "p_success": None if p_success is None else round(p_success, 4),
-        "verdict": aggregate.verdict(p_success, classifier.class_names, band),
+        "p_success": None if overall is None else round(overall, 4),
+        "verdict": aggregate.verdict(overall, classifier.class_names, band),
         "uncertain_band": list(band),
     }
 
@@ -125,7 +284,7 @@ def run(args: argparse.Namespace) -> int:
     classifier = Classifier.from_checkpoint(path, device=args.device)
     results = {}
     for file in args.files:
-        results[str(file)] = analyse(preprocessing.load(file), classifier, band=args.uncertain_band)
+        results[str(file)] = analyse(file, classifier, band=args.uncertain_band)
     if args.json:
         for result in results.values():
             for seg in result["segments"]:

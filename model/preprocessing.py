@@ -7,13 +7,17 @@ Every function takes and returns audio as float32 arrays shaped (channels, sampl
 from __future__ import annotations
 
 import io
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import BinaryIO
 
 import librosa
 import numpy as np
 import soundfile as sf
+import soxr
 
 from model import constants as C
 from model.errors import AudioError
@@ -138,6 +142,156 @@ def load(source: str | Path | BinaryIO | bytes) -> Recording:
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
         raise AudioError(f"cannot decode {name}: {err}; use WAV, FLAC, OGG or MP3") from err
     return _from_planar(audio[:, :filled], rate)
+
+
+RESAMPLE_QUALITY = "soxr_hq"
+"""soxr quality of the resampling: ``librosa.resample``'s default, which ``load`` uses."""
+_RESAMPLE_HOLD = 64
+"""Resampled samples ``AudioStream`` keeps back until it knows they are not past the end."""
+
+
+class RecordingTooLong(AudioError):
+    """A recording lasts more than the limit ``AudioStream`` was given.
+
+    ``seconds`` is its length by the header, or, when the header under-states it, the audio
+    decoded when the limit was passed (``at_least`` is then True)."""
+
+    def __init__(self, seconds: float, limit_s: float, *, at_least: bool) -> None:
+        more = "more than " if at_least else ""
+        super().__init__(f"the recording lasts {more}{seconds:.0f} s; at most {limit_s:g} s")
+        self.seconds = seconds
+        self.limit_s = limit_s
+        self.at_least = at_least
+
+
+class AudioStream:
+    """A recording decoded block by block, never held whole: what ``load`` returns, in pieces.
+
+    Iterating yields (2, n) float32 blocks at SAMPLE_RATE whose concatenation equals
+    ``load(source).audio`` exactly: the same decoding (the same reads of ``READ_BLOCK_FRAMES``
+    frames), mono duplicated to two channels, and a recording at another rate resampled by the
+    filter ``librosa.resample`` runs (soxr's, streamed: bit-identical samples for any block
+    size; the total fixed to ``ceil(n * ratio)`` samples as librosa fixes it). Errors are
+    ``load``'s, raised when met: a bad header on opening, NaN or a decoding failure in the block
+    that holds it, no samples at the end. With ``limit_s``, a recording longer than that raises
+    ``RecordingTooLong`` on opening (by its header) or as soon as its decoded audio passes it.
+
+    Use as a context manager (or call ``close``); iterate once, from one thread at a time.
+    """
+
+    def __init__(
+        self, source: str | Path | BinaryIO | bytes, *, limit_s: float | None = None
+    ) -> None:
+        if isinstance(source, bytes):
+            source = io.BytesIO(source)
+        self._name = source if isinstance(source, str | Path) else "the upload"
+        try:
+            self._handle = sf.SoundFile(source)
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+            raise self._decode_error(err) from err
+        try:
+            self.source_rate = int(self._handle.samplerate)
+            channels = int(self._handle.channels)
+            header_s = max(self._handle.frames, 0) / max(self.source_rate, 1)
+            if limit_s is not None and header_s > limit_s:
+                raise RecordingTooLong(header_s, limit_s, at_least=False)
+            _check_format(self.source_rate, channels)
+        except BaseException:
+            self._handle.close()
+            raise
+        self.mono = channels == 1
+        """True when the input has one channel (each block duplicates it to two)."""
+        self.header_s = header_s
+        """The length the header states (s); may be wrong, the audio decides."""
+        self.limit_s = limit_s
+        self.samples = 0
+        """Samples (at SAMPLE_RATE) yielded so far; after the last block, the recording's length."""
+
+    def _decode_error(self, err: Exception) -> AudioError:
+        return AudioError(f"cannot decode {self._name}: {err}; use WAV, FLAC, OGG or MP3")
+
+    @property
+    def duration_s(self) -> float:
+        """Seconds yielded so far; after the last block, ``load(source).duration_s``."""
+        return self.samples / C.SAMPLE_RATE
+
+    def __enter__(self) -> AudioStream:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def _decoded(self) -> Iterator[np.ndarray]:
+        """The file's (frames, channels) float32 blocks; decoding errors become AudioError."""
+        # load's reads exactly: a compressed format's decoder (MP3's) can round the last bit of
+        # a sample differently when asked for fewer frames at a time.
+        blocks = self._handle.blocks(READ_BLOCK_FRAMES, dtype="float32", always_2d=True)
+        while True:
+            try:
+                block = next(blocks)
+            except StopIteration:
+                return
+            except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+                raise self._decode_error(err) from err
+            if not np.isfinite(block).all():
+                raise AudioError("the recording holds NaN or infinite samples")
+            yield block
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        blocks: Iterator[np.ndarray]
+        if self.source_rate == C.SAMPLE_RATE:
+            blocks = (b for b in self._decoded() if len(b))
+        else:
+            blocks = self._resampled()
+        for block in blocks:
+            planar = np.ascontiguousarray(block.T)
+            if self.mono:
+                planar = np.repeat(planar, C.N_CHANNELS, axis=0)
+            self.samples += planar.shape[1]
+            if self.limit_s is not None and self.duration_s > self.limit_s:
+                raise RecordingTooLong(self.duration_s, self.limit_s, at_least=True)
+            yield planar
+        if self.samples == 0:
+            raise AudioError("the recording holds no samples")
+
+    def _resampled(self) -> Iterator[np.ndarray]:
+        """(frames, channels) float32 blocks at SAMPLE_RATE, as ``librosa.resample`` makes them.
+
+        Mono is resampled once and duplicated after (``load`` resamples two equal channels)."""
+        channels = 1 if self.mono else C.N_CHANNELS
+        resampler = soxr.ResampleStream(
+            self.source_rate, C.SAMPLE_RATE, channels, dtype="float32", quality=RESAMPLE_QUALITY
+        )
+        held = np.zeros((0, channels), np.float32)  # output that might lie past librosa's length
+        decoded = emitted = 0
+        for block in self._decoded():
+            decoded += len(block)
+            out = resampler.resample_chunk(np.ascontiguousarray(block), last=False)
+            held = np.concatenate([held, out]) if len(held) else out
+            if len(held) > _RESAMPLE_HOLD:
+                ready, held = held[:-_RESAMPLE_HOLD], held[-_RESAMPLE_HOLD:]
+                emitted += len(ready)
+                yield ready
+        if decoded == 0:
+            return
+        last = resampler.resample_chunk(np.zeros((0, channels), np.float32), last=True)
+        # librosa.resample's length: int(np.ceil(n * ratio)) samples, cut or padded with zeros.
+        want = math.ceil(decoded * (float(C.SAMPLE_RATE) / self.source_rate)) - emitted
+        if want < 0:
+            raise RuntimeError(f"the resampler gave {-want} samples too many before its end")
+        tail = np.concatenate([held, last])[:want]
+        if len(tail) < want:
+            tail = np.pad(tail, ((0, want - len(tail)), (0, 0)))
+        if len(tail):
+            yield tail
 
 
 def normalise_peak(audio: np.ndarray) -> np.ndarray:

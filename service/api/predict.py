@@ -2,9 +2,10 @@
 
 The upload is parsed as it streams in and refused (413) as soon as it passes
 ``server.max_upload_mb``, so an oversized body is never read to its end; parts are spooled to
-a temporary file, not held in memory. Decoding and scoring (``model.preprocessing.load`` +
-``model.predict.analyse``, the same code as ``pandapulse predict``) run in a worker thread, one
-upload at a time, so the event loop keeps serving the live stream meanwhile.
+a temporary file, not held in memory. Scoring (``model.predict.analyse``, the same code as
+``pandapulse predict``) decodes that file block by block, a decoding thread a few batches ahead
+of inference, so memory stays bounded whatever the recording's length; it runs in a worker
+thread, one upload at a time, so the event loop keeps serving the live stream meanwhile.
 """
 
 from __future__ import annotations
@@ -13,17 +14,16 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import BinaryIO
 
-import soundfile as sf
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from model import preprocessing
 from model.classifier import Classifier
 from model.detect import DetectorParams
 from model.errors import AudioError
 from model.predict import analyse
+from model.preprocessing import RecordingTooLong
 from service.api.auth import require_token
 from service.api.deps import RuntimeDep
 from service.api.errors import ApiError
@@ -59,24 +59,21 @@ def _score(
     max_s: float,
     band: tuple[float, float],
 ) -> PredictResult:
-    """Check the duration from the header, decode, check again, then analyse (worker thread)."""
+    """Decode and analyse the upload block by block (worker thread). Its length is checked from
+    the header before any audio is decoded, and again as the audio comes, so a header that
+    under-states it stops the work as soon as ``max_s`` is passed."""
     try:
-        info = sf.info(file)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
-        raise AudioError(f"cannot decode the upload: {err}; use WAV, FLAC, OGG or MP3") from err
-    file.seek(0)
-    if info.samplerate > 0 and info.frames / info.samplerate > max_s:
-        raise _TooLong(info.frames / info.samplerate)
-    recording = preprocessing.load(file)
-    if recording.duration_s > max_s:
-        raise _TooLong(recording.duration_s)
-    return PredictResult.model_validate(analyse(recording, classifier, detector, band=band))
+        result = analyse(file, classifier, detector, band=band, limit_s=max_s)
+    except RecordingTooLong as err:
+        raise _TooLong(err.seconds, at_least=err.at_least) from None
+    return PredictResult.model_validate(result)
 
 
 class _TooLong(Exception):
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, *, at_least: bool) -> None:
         super().__init__(seconds)
         self.seconds = seconds
+        self.at_least = at_least
 
 
 @router.post("/predict", tags=["predict"])
@@ -137,7 +134,8 @@ async def predict(request: Request, rt: RuntimeDep) -> PredictResult:
                 raise ApiError(
                     413,
                     "too_long",
-                    f"the recording lasts {err.seconds:.0f} s; at most {server.max_upload_s:g} s is"
+                    f"the recording lasts {'more than ' if err.at_least else ''}{err.seconds:.0f} s;"
+                    f" at most {server.max_upload_s:g} s is"
                     " accepted (server.max_upload_s)",
                 ) from None
     except (ApiError, AudioError):

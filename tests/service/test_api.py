@@ -135,6 +135,8 @@ def test_live_websocket_snapshot_then_events(client: TestClient) -> None:
         assert first.type == "snapshot" and first.v == 1
         assert {s.id for s in first.sources} == {"replay", "live"}
         assert first.model.class_names == ["success", "failure"]
+        # Meters and spectrogram come for the watched source only.
+        ws.send_text(json.dumps({"type": "watch", "v": 1, "sources": ["live"]}))
         # A keeper action and a test alert arrive as events too.
         client.post("/api/alerts/test", headers=AUTH, json={"source": "live"})
         deadline = time.monotonic() + 90
@@ -142,6 +144,8 @@ def test_live_websocket_snapshot_then_events(client: TestClient) -> None:
             assert time.monotonic() < deadline, f"only {sorted(seen)} arrived"
             msg = MESSAGE_ADAPTER.validate_json(ws.receive_text())
             assert msg.v == 1
+            if msg.type in ("level", "spectrogram"):
+                assert msg.source == "live"
             seen.setdefault(msg.type, msg)
     seg = seen["segment"]
     assert 0 <= seg.p_success <= 1 and abs(seg.p_success + seg.p_failure - 1) < 1e-4
@@ -228,6 +232,34 @@ def test_predict_refusals(client: TestClient) -> None:
     headers = {"Content-Type": "multipart/form-data; boundary=b"}
     assert post(content=chunks(), headers=headers) == (413, "too_large")
     assert client.get("/healthz").status_code == 200  # still serving
+
+
+def test_predict_answers_what_the_whole_file_gives(
+    client: TestClient, synthetic_wav: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The service streams the upload: it never decodes the whole file (load is not called),
+    # and still answers exactly what the whole decoded recording gives, with its classifier.
+    from model import preprocessing
+    from tests.model.test_predict_blocks import whole_file_analyse
+
+    runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    recording = preprocessing.load(synthetic_wav)
+    expected = whole_file_analyse(
+        recording,
+        runtime.classifier,
+        runtime.settings.detector,
+        band=runtime.settings.encounter.uncertain_band,
+    )
+    assert expected["segments"]
+
+    def whole_file(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("/predict decoded the whole file")
+
+    monkeypatch.setattr(preprocessing, "load", whole_file)
+    files = {"file": (synthetic_wav.name, synthetic_wav.read_bytes())}
+    r = client.post("/predict", headers=AUTH, files=files)
+    assert r.status_code == 200, r.text
+    assert r.json() == json.loads(json.dumps(expected))
 
 
 def _wait_for_replay(client: TestClient) -> dict[str, Any]:
