@@ -9,6 +9,11 @@ oldest droppable live update (``level``, ``spectrogram``, ``stats``) in it is di
 ``segment``, ``encounter`` and ``alert`` messages are never dropped: a client whose queue is
 full of those is too far behind and is disconnected (close code 1013, "try again later"); it
 reconnects and gets a fresh snapshot. A client's sender task awaits only its own socket.
+
+Watching: a client says which sources it displays (``watch``, docs/PROTOCOL.md) and gets the
+``level`` and ``spectrogram`` updates of those sources only. ``watching(source)`` tells the
+pipeline and the monitor whether anyone displays a source at all, so the spectrogram of a
+source nobody looks at is never computed and its levels are never serialised.
 """
 
 from __future__ import annotations
@@ -16,13 +21,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Iterable
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from service.wire import DROPPABLE_TYPES
+from service.wire import CLIENT_ADAPTER, DISPLAY_TYPES, DROPPABLE_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +48,7 @@ class ClientQueue:
         self.dropped = 0
         self.too_slow = False
         self.closed = False
+        self.watching: frozenset[str] = frozenset()
 
     def __len__(self) -> int:
         return len(self._items)
@@ -93,6 +99,7 @@ class Hub:
     def __init__(self, queue_size: int) -> None:
         self.queue_size = queue_size
         self._clients: set[ClientQueue] = set()
+        self._watchers: Counter[str] = Counter()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dropped_gone = 0
         self.published = 0
@@ -106,6 +113,27 @@ class Hub:
     def clients(self) -> int:
         return len(self._clients)
 
+    def watching(self, source: str) -> bool:
+        """True while at least one client displays ``source`` (any thread: a dict read)."""
+        return self._watchers.get(source, 0) > 0
+
+    def watchers(self, source: str) -> int:
+        """How many clients display ``source``."""
+        return self._watchers.get(source, 0)
+
+    def watch(self, client: ClientQueue, sources: Iterable[str]) -> None:
+        """Loop thread only: ``client`` now displays ``sources`` (replacing its choice)."""
+        self._unwatch(client)
+        client.watching = frozenset(sources)
+        self._watchers.update(client.watching)
+
+    def _unwatch(self, client: ClientQueue) -> None:
+        self._watchers.subtract(client.watching)
+        for source in client.watching:
+            if self._watchers[source] <= 0:
+                del self._watchers[source]
+        client.watching = frozenset()
+
     @property
     def dropped(self) -> int:
         """Live updates dropped for slow clients since start (including gone clients)."""
@@ -114,13 +142,17 @@ class Hub:
     # --- publishing -------------------------------------------------------------------------
     def publish(self, message: BaseModel) -> None:
         """Send ``message`` (a ``service.wire`` event) to every client. Loop thread only."""
-        self.publish_text(str(getattr(message, "type", "")), message.model_dump_json())
+        self.publish_text(_kind(message), message.model_dump_json(), _source(message))
 
-    def publish_text(self, kind: str, text: str) -> None:
-        """Loop thread only: queue serialised ``text`` of message type ``kind`` for everyone."""
+    def publish_text(self, kind: str, text: str, source: str | None = None) -> None:
+        """Loop thread only: queue serialised ``text`` of message type ``kind`` for everyone
+        (a ``level`` or ``spectrogram`` of ``source``: for the clients watching it)."""
         self.published += 1
         droppable = kind in DROPPABLE_TYPES
+        display = kind in DISPLAY_TYPES
         for client in list(self._clients):
+            if display and source not in client.watching:
+                continue
             if not client.put(text, droppable):
                 self.disconnected_slow += 1
                 self._remove(client)
@@ -135,7 +167,7 @@ class Hub:
             return
         text = message.model_dump_json()
         with contextlib.suppress(RuntimeError):  # the loop closed between check and call
-            loop.call_soon_threadsafe(self.publish_text, str(getattr(message, "type", "")), text)
+            loop.call_soon_threadsafe(self.publish_text, _kind(message), text, _source(message))
 
     # --- clients ------------------------------------------------------------------------------
     def connect(self) -> ClientQueue:
@@ -147,6 +179,7 @@ class Hub:
         if client in self._clients:
             self._clients.discard(client)
             self._dropped_gone += client.dropped
+            self._unwatch(client)
 
     def disconnect(self, client: ClientQueue) -> None:
         client.close()
@@ -160,15 +193,17 @@ class Hub:
         """Run one accepted WebSocket: the snapshot first, then queued events until it goes.
 
         The client is registered before the snapshot is built, so nothing published meanwhile
-        is lost (it may repeat what the snapshot holds; ids make that harmless).
+        is lost (it may repeat what the snapshot holds; ids make that harmless). What it says
+        (``watch``) is read from the start, even while its snapshot is still on the way.
         """
         client = self.connect()
+        receiver = asyncio.create_task(self._receive(ws, client))
         try:
             snap = await snapshot()
             await ws.send_text(snap.model_dump_json())
             tasks = {
                 asyncio.create_task(self._send(ws, client)),
-                asyncio.create_task(self._receive(ws)),
+                receiver,
                 # A send to a stalled client never returns: a kick must cancel it.
                 asyncio.create_task(client.wait_closed()),
             }
@@ -194,6 +229,12 @@ class Hub:
         except (WebSocketDisconnect, RuntimeError, OSError) as err:
             log.debug("WebSocket client gone: %s", err)
         finally:
+            if not receiver.done():
+                receiver.cancel()
+                with contextlib.suppress(
+                    asyncio.CancelledError, WebSocketDisconnect, RuntimeError, OSError
+                ):
+                    await receiver
             self.disconnect(client)
 
     @staticmethod
@@ -201,10 +242,28 @@ class Hub:
         while (text := await client.get()) is not None:
             await ws.send_text(text)
 
-    @staticmethod
-    async def _receive(ws: WebSocket) -> None:
-        # Clients have nothing to say; reading notices when they leave.
+    async def _receive(self, ws: WebSocket, client: ClientQueue) -> None:
+        # A client says only which sources it watches; reading also notices when it leaves.
         while True:
             message = await ws.receive()
             if message["type"] == "websocket.disconnect":
                 return
+            text = message.get("text")
+            if text is None:
+                continue
+            try:
+                watch = CLIENT_ADAPTER.validate_json(text)
+            except ValidationError as err:
+                log.debug("WebSocket client sent what is not a watch message: %s", err)
+                continue
+            if client in self._clients:
+                self.watch(client, watch.sources)
+
+
+def _kind(message: BaseModel) -> str:
+    return str(getattr(message, "type", ""))
+
+
+def _source(message: BaseModel) -> str | None:
+    source = getattr(message, "source", None)
+    return source if isinstance(source, str) else None

@@ -2,8 +2,9 @@
 
 Threads and ownership
 ---------------------
-The pipeline calls ``on_*`` from its threads. Level and spectrogram updates are serialised on
-that thread and handed to the event loop (``Hub.publish_threadsafe``): they are not stored.
+The pipeline calls ``on_*`` from its threads. Level and spectrogram updates of a source some
+client watches are serialised on that thread and handed to the event loop
+(``Hub.publish_threadsafe``); they are not stored, and nobody's are not even serialised.
 Everything else becomes a job for the ``StorageThread``, which owns the ``Storage`` (the one
 SQLite writer); the ``EncounterBook`` and the alarms are touched only from inside those jobs,
 so none of that state needs a lock. A job stores first and publishes after, so a client never
@@ -160,14 +161,15 @@ class Monitor:
     # --- EventSink (pipeline threads) ---------------------------------------------------------
     def on_level(self, event: LevelUpdate) -> None:
         self._origin(event.source_id, event.start)
-        self.hub.publish_threadsafe(
-            LevelMsg(
-                source=event.source_id,
-                start_s=round(event.start / C.SAMPLE_RATE, 4),
-                rms_db=(round(event.rms_db[0], 2), round(event.rms_db[1], 2)),
-                peak_db=(round(event.peak_db[0], 2), round(event.peak_db[1], 2)),
+        if self.hub.watching(event.source_id):
+            self.hub.publish_threadsafe(
+                LevelMsg(
+                    source=event.source_id,
+                    start_s=round(event.start / C.SAMPLE_RATE, 4),
+                    rms_db=(round(event.rms_db[0], 2), round(event.rms_db[1], 2)),
+                    peak_db=(round(event.peak_db[0], 2), round(event.peak_db[1], 2)),
+                )
             )
-        )
         last = self._last_tick.get(event.source_id)
         if last is None or event.start - last >= TICK_SAMPLES:
             self._last_tick[event.source_id] = event.start
@@ -175,6 +177,8 @@ class Monitor:
                 self.store.submit(lambda s: self._close_if_silent(s, event.source_id, event.start))
 
     def on_spectrogram(self, event: SpectrogramColumns) -> None:
+        if not self.hub.watching(event.source_id):
+            return
         cols = event.columns
         self.hub.publish_threadsafe(
             SpectrogramMsg(

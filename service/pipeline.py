@@ -28,7 +28,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +83,8 @@ class _Lane:
     thread: threading.Thread | None = None
     last_audio: float = 0.0
     status: SourceState = "ok"
+    displayed: bool = True
+    """Its spectrogram stage has been fed every block so far (someone watched throughout)."""
     finished: bool = False
     error: str | None = None
     segments: int = 0
@@ -103,6 +105,8 @@ class Pipeline:
     stall_after_s : a source without audio for this long is reported ``stalled`` (s)
     overrun_after_s : a segment waiting longer than this to be scored counts an overrun (s)
     queue_segments : capacity of the segment queue
+    watched : ``watched(source_id)`` says whether anyone displays that source; its spectrogram
+        is computed only then (None: always)
     """
 
     def __init__(
@@ -116,6 +120,7 @@ class Pipeline:
         stall_after_s: float = 5.0,
         overrun_after_s: float = float(C.SEGMENT_SECONDS),
         queue_segments: int = QUEUE_SEGMENTS,
+        watched: Callable[[str], bool] | None = None,
     ) -> None:
         ids = [s.source_id for s in sources]
         if not ids:
@@ -130,6 +135,7 @@ class Pipeline:
         self.max_batch = max_batch
         self.stall_after_s = stall_after_s
         self.overrun_after_s = overrun_after_s
+        self._watched = watched
         self._lanes = {
             s.source_id: _Lane(
                 s,
@@ -263,8 +269,14 @@ class Pipeline:
             step = lane.segmenter.step(block.audio)
             for level in lane.levels.push(block.audio):
                 self._deliver("on_level", level)
-            for columns in lane.spectrogram.push(block.audio):
-                self._deliver("on_spectrogram", columns)
+            if self._watched is None or self._watched(lane.source.source_id):
+                if not lane.displayed:  # nobody watched until now: start from this block
+                    lane.spectrogram.reset(block.start)
+                    lane.displayed = True
+                for columns in lane.spectrogram.push(block.audio):
+                    self._deliver("on_spectrogram", columns)
+            else:
+                lane.displayed = False
             self._publish(lane, step)
         # Stopping: what was cut so far is still scored.
         self._close_calls(lane)

@@ -22,6 +22,8 @@ PROTOCOL_VERSION = 1
 
 DROPPABLE_TYPES = frozenset({"level", "spectrogram", "stats"})
 """Live updates a slow WebSocket client may lose (the next one replaces them)."""
+DISPLAY_TYPES = frozenset({"level", "spectrogram"})
+"""Per-source updates sent only to clients that watch the source (``WatchMsg``)."""
 
 
 class _Wire(BaseModel):
@@ -233,6 +235,17 @@ class StatsMsg(Stats, _Event):
     def of(cls, stats: Stats) -> StatsMsg:
         return cls(**{name: getattr(stats, name) for name in Stats.model_fields})
 
+
+# --- what a client may send -----------------------------------------------------------------
+class WatchMsg(_Event):
+    """The sources whose ``level`` and ``spectrogram`` updates the client wants (it displays
+    them); it replaces the client's previous choice. Until it sends one, a client gets none."""
+
+    type: Literal["watch"] = "watch"
+    sources: Annotated[list[str], Field(max_length=256)]
+
+
+CLIENT_ADAPTER: TypeAdapter[WatchMsg] = TypeAdapter(WatchMsg)
 
 Message = Annotated[
     SnapshotMsg | LevelMsg | SpectrogramMsg | SegmentMsg | EncounterMsg | AlertMsg | StatsMsg,

@@ -241,6 +241,7 @@ class App {
     s.alerts = new Map((msg.alerts || []).map((a) => [a.id, a]));
     s.stats = msg.stats || null;
     this.#renderSources();
+    this.#watchSelected();
     this.live.renderAll();
     this.renderAlerts();
     if (this.view === "history") this.history.changed(this.history.selected);
@@ -278,7 +279,15 @@ class App {
   selectSource(id) {
     this.state.selectedSource = id;
     localStorage.setItem(SOURCE_KEY, id);
+    this.#watchSelected();
     this.live.renderAll();
+  }
+
+  /** Ask for the selected source's meters and spectrogram only (the service computes a
+   * spectrogram only for sources someone watches). */
+  #watchSelected() {
+    const source = this.state.selectedSource;
+    this.socket.send({ type: "watch", sources: source ? [source] : [] });
   }
 
   onSegment(seg) {

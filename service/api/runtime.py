@@ -254,6 +254,7 @@ def _start_pipeline(settings: Settings, classifier: Classifier, monitor: Monitor
         detector=settings.detector,
         max_batch=settings.inference.max_batch,
         stall_after_s=settings.alerts.stall_after_s,
+        watched=monitor.hub.watching,
     )
     pipeline.start()
     return pipeline

@@ -8,6 +8,7 @@ scores the calls. Nothing is mocked between the sound server and the sink.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -198,6 +199,7 @@ def test_the_service_captures_scores_and_publishes_to_a_websocket_client(
     ):
         first = MESSAGE_ADAPTER.validate_json(ws.receive_text())
         assert first.type == "snapshot" and [s.id for s in first.sources] == ["pen"]
+        ws.send_text(json.dumps({"type": "watch", "v": 1, "sources": ["pen"]}))
         player = pulse.play(path, wait=False)
         try:
             deadline = time.monotonic() + 60

@@ -43,10 +43,12 @@ def test_queue_full_of_essentials() -> None:
 
 
 class FakeSocket:
-    """Enough of starlette's WebSocket for ``Hub.serve``; ``stalled`` never finishes a send."""
+    """Enough of starlette's WebSocket for ``Hub.serve``; ``stalled`` never finishes a send.
+    Like the dashboard, it first says which sources it displays (``watch``)."""
 
-    def __init__(self, *, stalled: bool = False) -> None:
+    def __init__(self, *, stalled: bool = False, watch: tuple[str, ...] = ("north",)) -> None:
         self.stalled = stalled
+        self._to_send = [json.dumps({"type": "watch", "v": 1, "sources": list(watch)})]
         self.received: list[str] = []
         self.got = asyncio.Event()
         self.closed_with: int | None = None
@@ -59,6 +61,8 @@ class FakeSocket:
         self.got.set()
 
     async def receive(self) -> dict[str, Any]:
+        if self._to_send:
+            return {"type": "websocket.receive", "text": self._to_send.pop(0)}
         await self._gone.wait()
         return {"type": "websocket.disconnect"}
 
@@ -89,6 +93,7 @@ def test_stalled_client_does_not_delay_fast_client() -> None:
         fast, slow = FakeSocket(), FakeSocket(stalled=True)
         tasks = [asyncio.create_task(hub.serve(ws, snapshot_factory())) for ws in (fast, slow)]
         await _wait_for(lambda: len(fast.received) == 1 and len(slow.received) == 1)
+        await _wait_for(lambda: hub.watchers("north") == 2)
         n = 500
         for i in range(n):
             hub.publish(level(i))
@@ -139,7 +144,7 @@ def test_publish_threadsafe_from_another_thread() -> None:
         hub.bind(asyncio.get_running_loop())
         ws = FakeSocket()
         task = asyncio.create_task(hub.serve(ws, snapshot_factory()))
-        await _wait_for(lambda: len(ws.received) == 1)
+        await _wait_for(lambda: len(ws.received) == 1 and hub.watching("north"))
         await asyncio.to_thread(lambda: [hub.publish_threadsafe(level(i)) for i in range(5)])
         await _wait_for(lambda: len(ws.received) == 6)
         ws.leave()
@@ -155,6 +160,17 @@ def test_publish_after_loop_closed_is_ignored() -> None:
     loop.close()
     hub.publish_threadsafe(level(0))  # no error, nothing to do
     assert hub.published == 0
+
+
+def masked_text_frame(text: str) -> bytes:
+    """One client-to-server WebSocket text frame (RFC 6455: clients mask; payload < 126)."""
+    import os
+
+    payload = text.encode()
+    assert len(payload) < 126
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([0x81, 0x80 | len(payload)]) + mask + masked
 
 
 def test_real_server_never_reading_socket_does_not_delay_a_fast_client(
@@ -218,6 +234,11 @@ def test_real_server_never_reading_socket_does_not_delay_a_fast_client(
                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
             ).encode()
         )
+        answer = b""
+        while b"\r\n\r\n" not in answer:  # the handshake's answer; after it, nothing is read
+            answer += slow.recv(1)
+        assert answer.startswith(b"HTTP/1.1 101")
+        slow.sendall(masked_text_frame(json.dumps({"type": "watch", "v": 1, "sources": ["probe"]})))
         deadline = time.monotonic() + 30
         while hub.clients < 1:
             assert time.monotonic() < deadline
@@ -232,6 +253,14 @@ def test_real_server_never_reading_socket_does_not_delay_a_fast_client(
                 f"ws://127.0.0.1:{port}/ws/live?token=tok", max_size=None
             ) as ws:
                 assert '"snapshot"' in await ws.recv()
+                await ws.send(json.dumps({"type": "watch", "v": 1, "sources": ["probe"]}))
+                deadline = time.monotonic() + 10
+                while hub.watchers("probe") < 2:
+                    assert time.monotonic() < deadline, (
+                        f"the watch messages did not arrive: {hub.watchers('probe')} clients,"
+                        f" {hub.clients} connected"
+                    )
+                    await asyncio.sleep(0.01)
                 for start in range(0, n, burst):
                     for i in range(start, start + burst):
                         hub.publish_threadsafe(
@@ -253,3 +282,57 @@ def test_real_server_never_reading_socket_does_not_delay_a_fast_client(
             slow.close()
         server.should_exit = True
         thread.join(30)
+
+
+def test_level_and_spectrogram_go_only_to_the_clients_watching_their_source() -> None:
+    async def body() -> None:
+        hub = Hub(queue_size=64)
+        hub.bind(asyncio.get_running_loop())
+        north, south, nobody = (
+            FakeSocket(watch=("north",)),
+            FakeSocket(watch=("south",)),
+            FakeSocket(watch=()),
+        )
+        tasks = [
+            asyncio.create_task(hub.serve(ws, snapshot_factory())) for ws in (north, south, nobody)
+        ]
+        await _wait_for(lambda: all(len(ws.received) == 1 for ws in (north, south, nobody)))
+        await _wait_for(lambda: hub.watching("north") and hub.watching("south"))
+        assert not hub.watching("east")
+        hub.publish(level(1))
+        hub.publish(LevelMsg(source="south", start_s=2.0, rms_db=(-40, -40), peak_db=(-30, -30)))
+        hub.publish(alert_msg(7))  # not per source: everyone
+        await _wait_for(lambda: len(nobody.received) == 2)
+        await _wait_for(lambda: len(north.received) == 3 and len(south.received) == 3)
+        got = {
+            name: [MESSAGE_ADAPTER.validate_json(t) for t in ws.received[1:]]
+            for name, ws in (("north", north), ("south", south), ("nobody", nobody))
+        }
+        assert [(m.type, getattr(m, "source", None)) for m in got["north"]] == [
+            ("level", "north"),
+            ("alert", None),
+        ]
+        assert [m.type for m in got["south"]] == ["level", "alert"]
+        assert got["south"][0].source == "south"
+        assert [m.type for m in got["nobody"]] == ["alert"]
+        for ws in (north, south, nobody):
+            ws.leave()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert not hub.watching("north") and not hub.watching("south")  # gone with the clients
+
+    asyncio.run(body())
+
+
+def test_a_malformed_client_message_is_ignored() -> None:
+    async def body() -> None:
+        hub = Hub(queue_size=8)
+        hub.bind(asyncio.get_running_loop())
+        ws = FakeSocket()
+        ws._to_send.insert(0, '{"type": "watch", "sources": "north"}')  # not a list
+        ws._to_send.insert(0, "not json")
+        task = asyncio.create_task(hub.serve(ws, snapshot_factory()))
+        await _wait_for(lambda: hub.watching("north"))  # the valid one after them still counts
+        ws.leave()
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(body())

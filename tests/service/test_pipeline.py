@@ -198,6 +198,41 @@ def test_events_reach_the_sink_with_their_fields(
     assert sink.status_kinds("enc") == ["ok", "stopped"]
 
 
+def test_a_source_nobody_watches_produces_no_spectrogram(
+    classifier: Classifier, recording_file: Path
+) -> None:
+    watched = run_replay(recording_file, classifier, [4096])
+    unwatched = run_replay(recording_file, classifier, [4096], watched=lambda source: False)
+    assert watched.columns and unwatched.columns == []
+    # Everything else is unchanged: levels (they also drive the silence clock), calls, scores.
+    assert [lv.start for lv in unwatched.levels] == [lv.start for lv in watched.levels]
+    assert [(c.kind, c.sample) for c in unwatched.calls] == [
+        (c.kind, c.sample) for c in watched.calls
+    ]
+    assert sorted((s.start, s.p_success) for s in unwatched.segments) == sorted(
+        (s.start, s.p_success) for s in watched.segments
+    )
+
+
+def test_a_source_watched_from_the_middle_starts_its_spectrogram_there(
+    classifier: Classifier, recording_file: Path
+) -> None:
+    n = load(recording_file).audio.shape[1]
+    later = n // 2
+    seen: list[int] = []
+
+    def watched_from_half(source: str) -> bool:
+        # Called once per block, from the lane's thread: say yes from the middle on.
+        seen.append(len(seen))
+        return len(seen) * 4096 > later
+
+    sink = run_replay(recording_file, classifier, [4096], watched=watched_from_half)
+    starts = [c.start for c in sink.columns]
+    assert starts and starts[0] >= later - 4096 and starts == sorted(starts)
+    cols = np.concatenate([c.columns for c in sink.columns])
+    assert cols.shape[1] == 64
+
+
 class GatedSource(ProducerSource):
     """A live source whose audio pauses while ``gate`` is clear (a stand-in for a lost card)."""
 

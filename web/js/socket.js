@@ -45,6 +45,13 @@ export class LiveSocket {
     this.#state("stopped");
   }
 
+  /** Send a message to the service (only `watch` exists); dropped while not connected. */
+  send(msg) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) {
+      this.ws.send(JSON.stringify({ v: PROTOCOL_VERSION, ...msg }));
+    }
+  }
+
   /** Reconnect now (the keeper pressed "retry", or the page became visible again). */
   retryNow() {
     if (this.stopped || (this.ws && this.ws.readyState <= WebSocket.OPEN)) return;
