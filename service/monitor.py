@@ -2,9 +2,10 @@
 
 Threads and ownership
 ---------------------
-The pipeline calls ``on_*`` from its threads. Level and spectrogram updates of a source some
-client watches are serialised on that thread and handed to the event loop
-(``Hub.publish_threadsafe``); they are not stored, and nobody's are not even serialised.
+The pipeline calls ``on_*`` from its threads. Level and spectrogram updates (the pipeline makes
+them only for sources some client watches) are serialised on that thread and handed to the
+event loop (``Hub.publish_threadsafe``); they are not stored. Clock ticks drive the silence
+check of automatic encounters.
 Everything else becomes a job for the ``StorageThread``, which owns the ``Storage`` (the one
 SQLite writer); the ``EncounterBook`` and the alarms are touched only from inside those jobs,
 so none of that state needs a lock. A job stores first and publishes after, so a client never
@@ -44,6 +45,7 @@ from service.storage import Storage
 from service.storage_thread import StorageThread
 from service.types import (
     CallEvent,
+    ClockTick,
     LevelUpdate,
     ScoredSegment,
     SourceHealth,
@@ -64,8 +66,6 @@ log = logging.getLogger(__name__)
 
 EncounterAction = Literal["started", "stopped", "outcome", "updated"]
 
-TICK_SAMPLES = C.SAMPLE_RATE
-"""How often (in source samples) level updates trigger the silence check of auto encounters."""
 MIB = 1024 * 1024
 
 
@@ -117,7 +117,6 @@ class Monitor:
         )
         self._alarms: dict[int, FailureAlarm] = {}
         self._origins: dict[str, float] = {}
-        self._last_tick: dict[str, int] = {}
         self.source_status: dict[str, SourceHealth] = {s.id: "starting" for s in settings.sources}
         self.source_detail: dict[str, str] = {}
         self.calls = 0
@@ -159,22 +158,22 @@ class Monitor:
                 self._stop_encounter(storage, enc.id)
 
     # --- EventSink (pipeline threads) ---------------------------------------------------------
+    def on_clock(self, event: ClockTick) -> None:
+        self._origin(event.source_id, event.sample)
+        if self.settings.encounter.auto:
+            self.store.submit(lambda s: self._close_if_silent(s, event.source_id, event.sample))
+
     def on_level(self, event: LevelUpdate) -> None:
-        self._origin(event.source_id, event.start)
-        if self.hub.watching(event.source_id):
-            self.hub.publish_threadsafe(
-                LevelMsg(
-                    source=event.source_id,
-                    start_s=round(event.start / C.SAMPLE_RATE, 4),
-                    rms_db=(round(event.rms_db[0], 2), round(event.rms_db[1], 2)),
-                    peak_db=(round(event.peak_db[0], 2), round(event.peak_db[1], 2)),
-                )
+        if not self.hub.watching(event.source_id):
+            return
+        self.hub.publish_threadsafe(
+            LevelMsg(
+                source=event.source_id,
+                start_s=round(event.start / C.SAMPLE_RATE, 4),
+                rms_db=(round(event.rms_db[0], 2), round(event.rms_db[1], 2)),
+                peak_db=(round(event.peak_db[0], 2), round(event.peak_db[1], 2)),
             )
-        last = self._last_tick.get(event.source_id)
-        if last is None or event.start - last >= TICK_SAMPLES:
-            self._last_tick[event.source_id] = event.start
-            if self.settings.encounter.auto:
-                self.store.submit(lambda s: self._close_if_silent(s, event.source_id, event.start))
+        )
 
     def on_spectrogram(self, event: SpectrogramColumns) -> None:
         if not self.hub.watching(event.source_id):

@@ -4,7 +4,8 @@ Threads and what each owns
 --------------------------
 - **source thread** (one per source, ``pipeline-<id>``): reads blocks from its source and owns
   that source's ``StreamingSegmenter``, level meter, spectrogram stage and block-time history.
-  It hands levels, spectrogram columns and call boundaries straight to the sink, and queues
+  It hands a clock tick each second of audio, call boundaries and (only while someone watches
+  the source: ``watched``) levels and spectrogram columns straight to the sink, and queues
   each segment for inference. It writes ``_Lane.last_audio`` (a float; the watchdog reads it).
 - **inference worker** (``pipeline-inference``): owns the classifier. It takes up to
   ``max_batch`` queued segments from all sources, scores them in one forward pass, and hands
@@ -43,6 +44,7 @@ from service.audio.base import AudioSource
 from service.audio.meters import LevelMeter, SpectrogramStage, to_db
 from service.types import (
     CallEvent,
+    ClockTick,
     EventSink,
     InferenceCounters,
     LaneCounters,
@@ -58,6 +60,8 @@ QUEUE_SEGMENTS = 256
 """Segments waiting for inference (all sources together) before live sources drop."""
 READ_TIMEOUT_S = 0.1
 """How long a source thread waits for a block before checking whether to stop (s)."""
+CLOCK_SAMPLES = C.SAMPLE_RATE
+"""Audio between two clock ticks of a source (1 s)."""
 LATENCY_WINDOW = 1000
 """Batches over which the mean and 95th-percentile processing times are computed."""
 
@@ -84,7 +88,9 @@ class _Lane:
     last_audio: float = 0.0
     status: SourceState = "ok"
     displayed: bool = True
-    """Its spectrogram stage has been fed every block so far (someone watched throughout)."""
+    """Its level meter and spectrogram have been fed every block so far (watched throughout)."""
+    next_clock: int = 0
+    """Sample at or after which the next ``ClockTick`` is due."""
     finished: bool = False
     error: str | None = None
     segments: int = 0
@@ -105,8 +111,8 @@ class Pipeline:
     stall_after_s : a source without audio for this long is reported ``stalled`` (s)
     overrun_after_s : a segment waiting longer than this to be scored counts an overrun (s)
     queue_segments : capacity of the segment queue
-    watched : ``watched(source_id)`` says whether anyone displays that source; its spectrogram
-        is computed only then (None: always)
+    watched : ``watched(source_id)`` says whether anyone displays that source; its level meter
+        and spectrogram run only then (None: always)
     """
 
     def __init__(
@@ -267,16 +273,20 @@ class Pipeline:
                 lane.spectrogram.reset(block.start)
             lane.block_ends.append((block.end, block.captured_at))
             step = lane.segmenter.step(block.audio)
-            for level in lane.levels.push(block.audio):
-                self._deliver("on_level", level)
             if self._watched is None or self._watched(lane.source.source_id):
                 if not lane.displayed:  # nobody watched until now: start from this block
+                    lane.levels.reset(block.start)
                     lane.spectrogram.reset(block.start)
                     lane.displayed = True
+                for level in lane.levels.push(block.audio):
+                    self._deliver("on_level", level)
                 for columns in lane.spectrogram.push(block.audio):
                     self._deliver("on_spectrogram", columns)
             else:
                 lane.displayed = False
+            if block.end >= lane.next_clock:
+                self._deliver("on_clock", ClockTick(lane.source.source_id, block.end))
+                lane.next_clock = block.end + CLOCK_SAMPLES
             self._publish(lane, step)
         # Stopping: what was cut so far is still scored.
         self._close_calls(lane)

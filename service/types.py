@@ -79,6 +79,15 @@ class SpectrogramColumns:
 
 
 @dataclass(frozen=True)
+class ClockTick:
+    """The source's audio reached ``sample`` (about once a second of audio, watched or not):
+    the clock against which silence closes automatic encounters."""
+
+    source_id: str
+    sample: int
+
+
+@dataclass(frozen=True)
 class CallEvent:
     """The detector saw a vocalization start or end at ``sample`` (either channel counts)."""
 
@@ -142,11 +151,14 @@ class SourceStatus:
 class EventSink(Protocol):
     """Receives the pipeline's events. Implemented by the service (store, then publish).
 
-    Every method is called from a pipeline thread (a per-source thread for levels, spectrogram
-    columns and calls; the inference worker for segments; the watchdog for status), possibly
+    Every method is called from a pipeline thread (a per-source thread for clock ticks, levels,
+    spectrogram columns and calls; the inference worker for segments; the watchdog for
+    status), possibly
     several at once, so implementations must be thread-safe and should return quickly: a slow
     sink delays that thread's next block.
     """
+
+    def on_clock(self, event: ClockTick) -> None: ...
 
     def on_level(self, event: LevelUpdate) -> None: ...
 

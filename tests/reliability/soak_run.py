@@ -26,7 +26,14 @@ from model.classifier import Classifier
 from service.audio.base import ProducerSource
 from service.audio.meters import UPDATE_SAMPLES
 from service.pipeline import Pipeline
-from service.types import CallEvent, LevelUpdate, ScoredSegment, SourceStatus, SpectrogramColumns
+from service.types import (
+    CallEvent,
+    ClockTick,
+    LevelUpdate,
+    ScoredSegment,
+    SourceStatus,
+    SpectrogramColumns,
+)
 
 ENCOUNTER_SECONDS = 180.0
 RSS_SAMPLE_EVERY_S = 60
@@ -71,6 +78,9 @@ class MeasuringSink:
         self.statuses: list[str] = []
         self.rss: dict[int, int] = {}
         self.process = psutil.Process()
+
+    def on_clock(self, event: ClockTick) -> None:
+        pass
 
     def on_level(self, event: LevelUpdate) -> None:
         with self.lock:

@@ -10,7 +10,7 @@ import pytest
 from model import aggregate
 from model import constants as C
 from service.encounter import EncounterBook, EncounterRules
-from service.types import LevelUpdate
+from service.types import ClockTick
 from tests.service.conftest import drain, scored
 
 RULES = EncounterRules(
@@ -60,11 +60,11 @@ def test_monitor_auto_open_and_silence_close(monitor_factory: Any) -> None:
     assert [s.encounter_id for s in segs] == [enc_id] * 3
     assert segs[-1].running_p_success == pytest.approx(0.7, abs=1e-4)
 
-    # Level updates advance the sample clock: 10 s after the last segment's end, it closes.
-    monitor.on_level(LevelUpdate("north", int(8.0 * C.SAMPLE_RATE), (-60, -60), (-50, -50)))
+    # Clock ticks advance the sample clock: 10 s after the last segment's end, it closes.
+    monitor.on_clock(ClockTick("north", int(8.0 * C.SAMPLE_RATE)))
     drain(monitor)
     assert hub.of_type("encounter")[-1].action == "updated"
-    monitor.on_level(LevelUpdate("north", int(17.5 * C.SAMPLE_RATE), (-60, -60), (-50, -50)))
+    monitor.on_clock(ClockTick("north", int(17.5 * C.SAMPLE_RATE)))
     drain(monitor)
     last = hub.of_type("encounter")[-1]
     assert last.action == "stopped" and last.encounter.ended_at is not None
@@ -80,7 +80,7 @@ def test_monitor_auto_open_and_silence_close(monitor_factory: Any) -> None:
 def test_silence_gap_between_segments_splits_encounters(monitor_factory: Any) -> None:
     monitor, hub = monitor_factory(encounter={"silence_close_s": 10})
     monitor.on_segment(scored("north", 0.0, 0.5))
-    monitor.on_segment(scored("north", 40.0, 0.5))  # no level updates in between
+    monitor.on_segment(scored("north", 40.0, 0.5))  # no clock ticks in between
     drain(monitor)
     actions = [m.action for m in hub.of_type("encounter")]
     assert actions == ["started", "stopped", "started"]

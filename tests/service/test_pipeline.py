@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from service.pipeline import Pipeline
 from service.types import (
     AudioBlock,
     CallEvent,
+    ClockTick,
     LevelUpdate,
     ScoredSegment,
     SourceStatus,
@@ -46,6 +48,11 @@ class RecordingSink:
         self.calls: list[CallEvent] = []
         self.segments: list[ScoredSegment] = []
         self.statuses: list[SourceStatus] = []
+        self.clock: list[ClockTick] = []
+
+    def on_clock(self, event: ClockTick) -> None:
+        with self.lock:
+            self.clock.append(event)
 
     def on_level(self, event: LevelUpdate) -> None:
         with self.lock:
@@ -203,9 +210,13 @@ def test_a_source_nobody_watches_produces_no_spectrogram(
 ) -> None:
     watched = run_replay(recording_file, classifier, [4096])
     unwatched = run_replay(recording_file, classifier, [4096], watched=lambda source: False)
-    assert watched.columns and unwatched.columns == []
-    # Everything else is unchanged: levels (they also drive the silence clock), calls, scores.
-    assert [lv.start for lv in unwatched.levels] == [lv.start for lv in watched.levels]
+    assert watched.columns and watched.levels
+    assert unwatched.columns == [] and unwatched.levels == []
+    # Everything else is unchanged: the clock (it closes silent encounters), calls, scores.
+    n = load(recording_file).audio.shape[1]
+    ticks = [t.sample for t in unwatched.clock]
+    assert ticks == [t.sample for t in watched.clock] and len(ticks) == -(-n // SR)
+    assert all(b - a >= SR for a, b in itertools.pairwise(ticks))
     assert [(c.kind, c.sample) for c in unwatched.calls] == [
         (c.kind, c.sample) for c in watched.calls
     ]
@@ -319,6 +330,9 @@ def test_a_gap_in_the_audio_ends_the_call_in_progress(classifier: Classifier) ->
 
 
 class FailingSink(RecordingSink):
+    def on_clock(self, event: ClockTick) -> None:
+        pass
+
     def on_level(self, event: LevelUpdate) -> None:
         raise RuntimeError("the sink is broken")
 
