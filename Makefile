@@ -28,6 +28,7 @@ format: $(SETUP)
 
 bench: $(SETUP)
 	$(PY) bench/model_bench.py
+	$(PY) bench/precision_bench.py
 	$(PY) bench/train_bench.py
 	$(PY) bench/latency_bench.py
 

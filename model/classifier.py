@@ -3,16 +3,40 @@
 The inference path (measured in bench/model_bench.py, figures in BENCHMARKS.md): batch norm
 folded into the convolutions, conv weights and inputs in channels_last (oneDNN's fast layout on
 CPU, cuDNN's on GPU), ``torch.inference_mode``. Optional and off by default: ``torch.compile``
-(env ``PANDAPULSE_COMPILE=1`` or ``compile=True``) and autocast to a lower precision.
+(env ``PANDAPULSE_COMPILE=1`` or ``compile=True``).
+
+Precision (``precision=``; the library's default is fp32, the service's ``inference.precision``
+is 'auto'). 'auto' is ``choose_precision(device type, CPU flags)``, a rule measured by
+``bench/precision_bench.py`` on the demo model's held-out set (983 annotated and 553 detector
+segments of 40 unseen synthetic encounters; BENCHMARKS.md, "Reduced precision") against the bar
+"at most 0.5 % of segments change decision and AUC moves at most 0.005":
+
+- CPU with native bfloat16 (``avx512_bf16`` or ``amx_bf16``): **bf16**, autocast of the
+  convolutions (``CGANet.forward`` keeps the GRU, softmaxes and sums in float32). On Zen 4
+  (AMD EPYC, avx512_bf16, 29 Nov 2026): 0 of 1536 decisions flipped, largest change of
+  P(success) 0.0009, AUC change under 0.0001 (0.7276 and 0.6843 unchanged), no encounter
+  verdict changed; 2.03x the fp32 segments/s at batch 32 (145 vs 71) and 1.53x at batch 1.
+- Any other CPU: **fp32**. Without bfloat16 in hardware autocast runs through fallback kernels
+  (10x slower than fp32 on an AVX2-only EPYC); not a speed-up anywhere there.
+- CUDA: **fp32**: never measured (no GPU was at hand); 'bf16' is there to opt into.
+- **int8** (dynamic quantisation of the GRU and linear layers, CPU) is opt-in only. It met the
+  bar (1 of 983 decisions flipped, largest change of P(success) 0.010, AUC change 0.0001) but
+  was not faster (0.97x at batch 32, 0.93x at batch 1): those layers are 4 % of CGANet's FLOPs,
+  the fp32 convolutions the rest. ``torch.ao.quantization`` is deprecated besides.
+
+The figures are the demo model's; measure another checkpoint (``--model``) before relying on
+'auto' for it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,13 +48,66 @@ from model import checkpoint
 from model import constants as C
 from model.errors import SettingError
 from model.features import mfcc
+from model.hardware import cpu_flags
 from model.network import CGANet, CGANetOutput
+
+log = logging.getLogger(__name__)
 
 COMPILE_ENV = "PANDAPULSE_COMPILE"
 """Environment switch for ``torch.compile`` of the inference network: 1/true/on or 0/false/off."""
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 _AUTOCAST_DTYPES = {"cpu": (torch.bfloat16,), "cuda": (torch.float16, torch.bfloat16)}
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+"""``Classifier(precision=...)``: 'fp32'; 'bf16' (autocast: the convolutions in bfloat16);
+'int8' (dynamic quantisation of the GRU and linear layers, CPU only); 'auto' (``choose_precision``)."""
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+"""CPU flags (``/proc/cpuinfo``) of bfloat16 arithmetic in hardware. Without one, oneDNN and ATen
+run bf16 through conversions or reference kernels: 10x slower than fp32 on an AVX2-only EPYC."""
+
+
+def native_bf16(flags: Iterable[str]) -> bool:
+    """Whether a CPU with these feature flags computes in bfloat16 natively."""
+    return not NATIVE_BF16_FLAGS.isdisjoint(flags)
+
+
+def choose_precision(device_type: str, flags: Iterable[str]) -> str:
+    """The precision ``precision="auto"`` runs on ``device_type`` ('cpu', 'cuda') for a CPU with
+    feature ``flags``: a pure function, so a test can simulate any CPU.
+
+    bf16 on CPUs with native bfloat16 (``NATIVE_BF16_FLAGS``), fp32 on every other CPU and on
+    CUDA (not measured: no GPU was at hand). The figures behind the rule are in the module
+    docstring; int8 is never chosen automatically.
+    """
+    if device_type == "cpu" and native_bf16(flags):
+        return "bf16"
+    return "fp32"
+
+
+def resolve_precision(precision: str, device_type: str, flags: Iterable[str] | None = None) -> str:
+    """``precision`` checked for ``device_type``, with 'auto' replaced by its choice
+    (``choose_precision`` with ``flags``, by default this machine's ``cpu_flags()``)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return choose_precision(device_type, cpu_flags() if flags is None else flags)
+    if precision == "int8" and device_type != "cpu":
+        raise ValueError(
+            f"precision 'int8' (dynamic quantisation) runs on CPU only, not {device_type}"
+        )
+    return precision
+
+
+def quantize_int8(network: CGANet) -> CGANet:
+    """``network`` with its GRU and linear layers dynamically quantised to int8, in place
+    (weights int8 per tensor, activations quantised per batch; the convolutions stay fp32)."""
+    with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        from torch.ao.quantization import quantize_dynamic
+
+        quantize_dynamic(network, {torch.nn.GRU, torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+    return network
 
 
 def compile_requested(explicit: bool | None = None) -> bool:
@@ -102,9 +179,16 @@ class Classifier:
         recompiles later) and records the seconds it took in ``compile_seconds``.
     num_threads : int or None
         ``torch.set_num_threads`` for CPU inference; None leaves torch's setting alone.
+    precision : str or None
+        One of ``PRECISIONS``: 'fp32', 'bf16' (autocast; only the convolutions run in
+        bfloat16), 'int8' (CPU: GRU and linear layers dynamically quantised) or 'auto'
+        (``choose_precision`` for this device and CPU). None: fp32, or ``autocast`` when given.
+        The library's default is fp32, the reference the tests, evaluations and the paper's
+        numbers use; the service asks for 'auto' (``inference.precision``). The precision run
+        is in ``precision`` after construction.
     autocast : torch.dtype or None
-        Run under ``torch.autocast`` in this dtype (CPU: bfloat16; CUDA: float16 or bfloat16).
-        Off by default: float32 is the reference the tests and the paper's numbers use.
+        The older spelling: run under ``torch.autocast`` in this dtype (CPU: bfloat16; CUDA:
+        float16 or bfloat16). Not together with ``precision``.
     """
 
     def __init__(
@@ -116,6 +200,7 @@ class Classifier:
         max_batch: int = 64,
         compile: bool | None = None,
         num_threads: int | None = None,
+        precision: str | None = None,
         autocast: torch.dtype | None = None,
     ) -> None:
         self.device = device if isinstance(device, torch.device) else choose_device(device)
@@ -131,15 +216,33 @@ class Classifier:
                 f"autocast {autocast} is not supported on {self.device.type}; supported:"
                 f" {_AUTOCAST_DTYPES.get(self.device.type, ())} or None"
             )
+        if precision is not None and autocast is not None:
+            raise ValueError("give precision or autocast, not both")
+        if autocast is not None:
+            self.precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}[autocast]
+        else:
+            self.precision = resolve_precision(precision or "fp32", self.device.type)
+            autocast = torch.bfloat16 if self.precision == "bf16" else None
+            if precision == "auto":
+                log.info("precision auto on %s: %s", self.device.type, self.precision)
+        if self.precision == "bf16" and self.device.type == "cpu" and not native_bf16(cpu_flags()):
+            log.warning(
+                "bf16 on a CPU without native bfloat16 (%s): expect it slower than fp32",
+                "/".join(sorted(NATIVE_BF16_FLAGS)),
+            )
         self.autocast = autocast
         if num_threads is not None:
             if num_threads < 1:
                 raise ValueError(f"num_threads must be >= 1, got {num_threads}")
             torch.set_num_threads(num_threads)
+        self.compiled = compile_requested(compile)
+        if self.compiled and self.precision == "int8":
+            raise ValueError("precision 'int8' cannot be compiled: leave compile off")
         self.network = inference_network(network, self.device)
+        if self.precision == "int8":
+            quantize_int8(self.network)
         self._lock = threading.Lock()
         self._forward: Callable[[torch.Tensor], CGANetOutput] = self.network
-        self.compiled = compile_requested(compile)
         self.compile_seconds = 0.0
         if self.compiled:
             self._compile()

@@ -26,6 +26,7 @@ from pydantic import (
     HttpUrl,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -33,6 +34,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDic
 
 from model import aggregate
 from model.checkpoint import DEMO_MODEL
+from model.classifier import PRECISIONS
 from model.detect import DetectorParams
 from service.errors import ConfigError
 
@@ -127,12 +129,24 @@ class InferenceSettings(_Section):
     """'cpu', 'cuda' or 'cuda:N'; None = CUDA when present, else CPU."""
     max_batch: int = Field(default=32, ge=1, le=1024)
     """Most segments scored in one forward pass (all sources share one worker)."""
+    precision: str = "auto"
+    """auto | fp32 | bf16 | int8: 'auto' is bf16 (convolutions) on CPUs with native bfloat16,
+    fp32 elsewhere and on CUDA (``model.classifier.choose_precision``, BENCHMARKS.md)."""
 
     @field_validator("device")
     @classmethod
     def _check_device(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(r"cpu|cuda(:\d+)?", value):
             raise ValueError(f"device {value!r} is not supported: use cpu, cuda or cuda:N")
+        return value
+
+    @field_validator("precision")
+    @classmethod
+    def _check_precision(cls, value: str, info: ValidationInfo) -> str:
+        if value not in PRECISIONS:
+            raise ValueError(f"precision {value!r} is not supported: use {', '.join(PRECISIONS)}")
+        if value == "int8" and str(info.data.get("device") or "").startswith("cuda"):
+            raise ValueError("precision 'int8' runs on the CPU only: use it with device cpu")
         return value
 
     @property
