@@ -25,7 +25,7 @@ import numpy as np
 from model import aggregate, preprocessing
 from model import constants as C
 from model.checkpoint import DEMO_MODEL
-from model.classifier import Classifier
+from model.classifier import PRECISIONS, Classifier
 from model.detect import DetectorParams
 from model.errors import CheckpointError
 from model.segmenter import DetectedSegment, StreamingSegmenter
@@ -264,6 +264,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", default=None, help="cpu, cuda, cuda:N (default: CUDA if present)"
     )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="arithmetic of the convolutions; auto (default) is what the service runs: bf16 on"
+        " CPUs with native bfloat16, fp32 elsewhere",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument(
         "--uncertain-band",
@@ -281,7 +288,7 @@ def run(args: argparse.Namespace) -> int:
             f"no trained checkpoint at {path}: train one with `pandapulse train` (or `make demo-model`)"
             " and pass it with --model; PandaPulse never predicts with untrained weights"
         )
-    classifier = Classifier.from_checkpoint(path, device=args.device)
+    classifier = Classifier.from_checkpoint(path, device=args.device, precision=args.precision)
     results = {}
     for file in args.files:
         results[str(file)] = analyse(file, classifier, band=args.uncertain_band)

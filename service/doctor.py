@@ -145,7 +145,10 @@ def diagnose(args: argparse.Namespace) -> Report:
     yield from check_cuda(None if settings is None else settings.inference.device)
     if settings is not None:
         yield from check_model(
-            settings.inference.model_path, settings.inference.device, settings.alerts.alarm_class
+            settings.inference.model_path,
+            settings.inference.device,
+            settings.alerts.alarm_class,
+            settings.inference.precision,
         )
         yield from check_data_dir(settings.storage.data_dir, args.min_free_mb)
         yield from check_exposure(settings.server.host, settings.server.token is not None)
@@ -395,7 +398,12 @@ def check_cuda(requested: str | None) -> Report:
 # --- model -----------------------------------------------------------------------------------
 
 
-def check_model(path: Path, requested_device: str | None, alarm_class: str | None = None) -> Report:
+def check_model(
+    path: Path,
+    requested_device: str | None,
+    alarm_class: str | None = None,
+    precision: str = "auto",
+) -> Report:
     from model import checkpoint
     from model.classifier import Classifier
     from service.alerts import alarm_column
@@ -411,7 +419,7 @@ def check_model(path: Path, requested_device: str | None, alarm_class: str | Non
         yield Finding("model", False, str(err), fix_missing)
         return
     try:
-        classifier = Classifier.from_checkpoint(path, device="cpu")
+        classifier = Classifier.from_checkpoint(path, device="cpu", precision=precision)
         silence = np.zeros((1, C.N_CHANNELS, C.SEGMENT_SAMPLES), np.float32)
         pred = classifier.predict(silence)
     except (CheckpointError, RuntimeError, ValueError) as err:
@@ -434,6 +442,17 @@ def check_model(path: Path, requested_device: str | None, alarm_class: str | Non
         f" {feat['kind']} features ({feat['n_features']}) at {feat['sample_rate']} Hz match this"
         f" code; a test segment scores (on cpu{'' if requested_device in (None, 'cpu') else ', the service uses ' + requested_device})",
     )
+    if requested_device in (None, "cpu"):
+        yield Finding(
+            "precision",
+            True,
+            f"inference.precision {precision}: the convolutions run in {classifier.precision}"
+            + (
+                " (this CPU has native bfloat16; BENCHMARKS.md, 'Reduced precision')"
+                if classifier.precision == "bf16"
+                else ""
+            ),
+        )
     calibration = (meta.get("metrics") or {}).get("calibration") or {}
     if "temperature" in calibration:
         yield Finding(

@@ -80,9 +80,19 @@ class Runtime:
         inf = settings.inference
         if classifier is None:
             classifier = await asyncio.to_thread(
-                Classifier.from_checkpoint, inf.model_path, inf.device, max_batch=inf.max_batch
+                Classifier.from_checkpoint,
+                inf.model_path,
+                inf.device,
+                max_batch=inf.max_batch,
+                precision=inf.precision,
             )
-        log.info("model %s on %s (%s)", classifier.version, classifier.device, inf.model_path.name)
+        log.info(
+            "model %s on %s, %s (%s)",
+            classifier.version,
+            classifier.device,
+            classifier.precision,
+            inf.model_path.name,
+        )
         monitor = Monitor(
             settings, hub, class_names=classifier.class_names, model_version=classifier.version
         )

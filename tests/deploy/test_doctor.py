@@ -99,6 +99,20 @@ def test_all_ok_with_a_good_setup(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "mfcc features (40)" in model and "44100 Hz" in model
     assert "T = 1.40" in finding(report, "calibration")["detail"]
     assert "P(failure)" in finding(report, "alarm")["detail"]
+    # The precision the service will run on this CPU (bf16 only with native bfloat16).
+    from model.classifier import choose_precision
+    from model.hardware import cpu_flags
+
+    expected = choose_precision("cpu", cpu_flags())
+    assert f"run in {expected}" in finding(report, "precision")["detail"]
+
+
+def test_a_fixed_precision_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model_path = calibrated_checkpoint(tmp_path)
+    settings = config(tmp_path, inference={"model": str(model_path), "precision": "fp32"})
+    rc, report = diagnose(settings, capsys)
+    detail = finding(report, "precision")["detail"]
+    assert rc == 0 and "precision fp32: the convolutions run in fp32" in detail
 
 
 def test_an_uncalibrated_model_is_named(
