@@ -3,10 +3,14 @@
 ``analyse`` is what ``pandapulse predict`` and ``POST /predict`` answer. It streams: the file is
 decoded block by block (``preprocessing.AudioStream``), fed to the streaming detector and
 segmenter, and the segments are scored in batches of ``classifier.max_batch`` as they come, so a
-recording of any length costs a few batches of memory, not its decoded size. Decoding and
-segmentation run on a worker thread a few batches ahead of inference (``overlap``); batches are
-formed and scored in order, so the answer does not depend on timing or block size: it is the
-one the whole decoded recording gives.
+recording of any length costs a few batches of memory, not its decoded size. When inference
+runs off the CPU, decoding and segmentation run on a worker thread a few batches ahead of it
+(``overlap``); on the CPU they do not, since torch's threads already keep every core busy (one
+hour on the 2-core development box, two runs each: 17.3 s with the thread against 16.9 s
+without it in fp32, 11.0 against 10.6 s in bf16; ``bench/latency_bench.py`` times both). The
+benefit off the CPU is expected, not measured here. Batches are formed and scored in order
+either way, so the answer does not depend on timing or block size: it is the one the whole
+decoded recording gives.
 """
 
 from __future__ import annotations
@@ -141,7 +145,7 @@ def analyse(
     band: tuple[float, float] = aggregate.UNCERTAIN_BAND,
     limit_s: float | None = None,
     block_frames: int | None = None,
-    overlap: bool = True,
+    overlap: bool | None = None,
 ) -> dict[str, Any]:
     """Detect the calls in a recording, score their segments and aggregate: what ``/predict``
     answers.
@@ -153,7 +157,7 @@ def analyse(
     ``block_frames`` re-cuts the audio into blocks of that size before detection (tests: the
     answer does not depend on it). Either way the answer is the one the whole decoded recording
     gives. With ``overlap``, decoding and segmentation run on a worker thread ahead of
-    inference. With no call found there are no segments, and ``p_success`` and ``verdict`` are
+    inference; None: only when inference runs off the CPU. With no call found there are no segments, and ``p_success`` and ``verdict`` are
     None. Within ``band`` the verdict is ``uncertain`` (``model.aggregate``).
     """
     with contextlib.ExitStack() as stack:
@@ -170,6 +174,8 @@ def analyse(
         if block_frames is not None:
             blocks = rechunked(blocks, block_frames)
         batches = segment_batches(blocks, detector, classifier.max_batch)
+        if overlap is None:
+            overlap = classifier.device.type != "cpu"
         if overlap:
             # Closed (its worker joined) before the stream is: the worker reads the file.
             batches = stack.enter_context(

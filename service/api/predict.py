@@ -3,9 +3,9 @@
 The upload is parsed as it streams in and refused (413) as soon as it passes
 ``server.max_upload_mb``, so an oversized body is never read to its end; parts are spooled to
 a temporary file, not held in memory. Scoring (``model.predict.analyse``, the same code as
-``pandapulse predict``) decodes that file block by block, a decoding thread a few batches ahead
-of inference, so memory stays bounded whatever the recording's length; it runs in a worker
-thread, one upload at a time, so the event loop keeps serving the live stream meanwhile.
+``pandapulse predict``) decodes that file block by block and scores segments in batches as they
+are cut, so memory stays bounded whatever the recording's length; it runs in a worker thread,
+one upload at a time, so the event loop keeps serving the live stream meanwhile.
 """
 
 from __future__ import annotations

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
+import torch
 
-from model import aggregate, preprocessing
+from model import aggregate, predict, preprocessing
 from model import constants as C
 from model.classifier import Classifier, Prediction
 from model.detect import DetectorParams
@@ -92,8 +93,9 @@ class Fingerprint:
     version = "fingerprint"
     class_names = C.CLASS_NAMES
 
-    def __init__(self, max_batch: int) -> None:
+    def __init__(self, max_batch: int, device: str = "cpu") -> None:
         self.max_batch = max_batch
+        self.device = torch.device(device)
         self.batches: list[int] = []
 
     def predict(self, segments: np.ndarray) -> Prediction:
@@ -116,8 +118,8 @@ class Fingerprint:
         )
 
 
-def fingerprint(max_batch: int = 5) -> Classifier:
-    return cast(Classifier, Fingerprint(max_batch))
+def fingerprint(max_batch: int = 5, device: str = "cpu") -> Classifier:
+    return cast(Classifier, Fingerprint(max_batch, device))
 
 
 def dumps(answer: dict[str, Any]) -> str:
@@ -301,8 +303,28 @@ def test_a_failing_classifier_stops_the_decoding_thread(files: dict[str, Path]) 
 
     before = threading.active_count()
     with pytest.raises(RuntimeError, match="inference failed"):
-        analyse(files["stereo"], cast(Classifier, Broken(2)), block_frames=1000)
+        analyse(files["stereo"], cast(Classifier, Broken(2)), block_frames=1000, overlap=True)
     assert threading.active_count() == before
+
+
+def test_the_decoding_thread_runs_only_when_inference_is_off_the_cpu(
+    files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On the CPU torch's threads already use every core: the thread measured no faster there.
+    started: list[str] = []
+    original = predict.prefetched
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        started.append(kwargs.get("name", ""))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(predict, "prefetched", counting)
+    path = files["mono-16k"]
+    on_cpu = analyse(path, fingerprint(device="cpu"))
+    assert started == []
+    off_cpu = analyse(path, fingerprint(device="cuda"))  # a device name only: nothing runs there
+    assert started == ["predict-decode"]
+    assert dumps(on_cpu) == dumps(off_cpu)
 
 
 def test_prefetched_keeps_order_and_bounds_the_lead() -> None:
