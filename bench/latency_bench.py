@@ -15,13 +15,16 @@ client in a separate process, like a keeper's browser:
    or segment dropped, no inference overrun, and the 95th-percentile latency to the client
    below one segment's length (2 s), so the backlog does not grow.
 3. **/predict**: one hour of stereo audio with about 30 % calling (synthetic encounters with
-   quiet spells), uploaded as a 16-bit WAV; the request's wall time, and its parts measured
-   in-process (decode, detection + segmentation, inference).
+   quiet spells), uploaded as a 16-bit WAV to the service running in a process of its own; the
+   request's wall time and that process's peak resident memory (VmHWM), and the parts measured
+   in-process (decode, detection + segmentation, inference, the streaming ``analyse`` with and
+   without its decoding thread). ``--predict-repo DIR`` serves it from another checkout (an
+   older commit: the before figure).
 
 The model is the demo model when it exists (its weights do not change the timings), else
 seeded random weights. Usage:
     .venv/bin/python bench/latency_bench.py [--segments 100] [--sources 8,16,32,48,64]
-        [--window 30] [--no-predict] [--no-write]
+        [--window 30] [--no-predict] [--predict-repo DIR] [--no-write]
 """
 
 from __future__ import annotations
@@ -455,16 +458,96 @@ def hour_recording(work: Path, share: float = HOUR_SHARE) -> tuple[Path, float]:
     return path, measured
 
 
-def measure_predict(bench_model: Path, work: Path) -> dict[str, Any]:
+SERVE_PREDICT = """
+import json, sys
+repo, port, overrides = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+sys.path.insert(0, repo)
+import uvicorn
+from service.api import create_app
+from service.config import load_settings
+app = create_app(load_settings(environ={}, overrides=overrides))
+uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+"""
+"""The service for the /predict measurement, in a process of its own (``python -c``): the
+checkout given first on its command line, the settings ``Bench`` uses."""
+
+
+def proc_status_kib(pid: int, field: str) -> int:
+    """A ``/proc/<pid>/status`` memory field (VmRSS, VmHWM), KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+@contextlib.contextmanager
+def service_process(
+    repo: Path,
+    model: Path,
+    data_dir: Path,
+    sources: list[dict[str, Any]],
+    precision: str | None = None,
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """The service (``repo``'s code) served by uvicorn in a child process; yields it and its URL
+    once ``/healthz`` answers (the model is loaded by then). ``precision`` sets
+    ``inference.precision`` (None: the checkout's default; an older one may not know it)."""
     import httpx
 
-    from model.predict import analyse
-    from model.preprocessing import load, stack
-    from model.segmenter import segments_from_audio
+    port = free_port()
+    inference: dict[str, Any] = {"model": str(model), "max_batch": 32}
+    if precision is not None:
+        inference["precision"] = precision
+    overrides = {
+        "server": {"token": TOKEN, "port": port, "max_upload_mb": 1024, "max_upload_s": 3700},
+        "sources": sources,
+        "inference": inference,
+        "encounter": {"silence_close_s": 600},
+        "alerts": {"stall_after_s": 30},
+        "storage": {"data_dir": str(data_dir), "max_disk_mb": 4096},
+    }
+    child = subprocess.Popen(
+        [sys.executable, "-c", SERVE_PREDICT, str(repo), str(port), json.dumps(overrides)],
+        cwd=repo,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if child.poll() is not None:
+                raise RuntimeError(f"the service exited with {child.returncode} before it served")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("the service did not start within 180 s")
+            time.sleep(0.2)
+        yield child, url
+    finally:
+        child.terminate()
+        try:
+            child.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def measure_predict(
+    bench_model: Path,
+    work: Path,
+    *,
+    repo: Path = REPO,
+    parts: bool = True,
+    precision: str | None = None,
+) -> dict[str, Any]:
+    """The /predict request for one hour, to the service (``repo``'s code) in its own process:
+    wall time and the service process's peak resident memory (VmHWM). With ``parts``, the same
+    work again in this process, step by step (this checkout's code, the same precision)."""
+    import httpx
 
     path, calling = hour_recording(work)
     size_mb = path.stat().st_size / 2**20
-    out: dict[str, Any] = {"calling": calling, "size_mb": size_mb}
+    out: dict[str, Any] = {"calling": calling, "size_mb": size_mb, "repo": str(repo)}
+    out["precision"] = precision or "the service's default"
     sources = [
         {
             "id": "idle",
@@ -478,36 +561,58 @@ def measure_predict(bench_model: Path, work: Path) -> dict[str, Any]:
         work / "quiet.wav",
         (1e-4 * np.random.default_rng(0).standard_normal((2, SR * 5))).astype(np.float32),
     )
-    with Bench(sources, bench_model, work / "data-predict") as bench:
-        with open(path, "rb") as fh, httpx.Client(timeout=600) as http:
+    service = service_process(repo, bench_model, work / "data-predict", sources, precision)
+    with service as (child, url):
+        time.sleep(3.0)  # the live source and the first stats settle
+        out["idle_rss_mib"] = proc_status_kib(child.pid, "VmRSS") / 1024
+        with open(path, "rb") as fh, httpx.Client(timeout=900) as http:
             t0 = time.perf_counter()
             r = http.post(
-                f"{bench.url}/predict",
+                f"{url}/predict",
                 headers={"Authorization": f"Bearer {TOKEN}"},
                 files={"file": ("hour.wav", fh, "audio/wav")},
             )
             out["request_s"] = time.perf_counter() - t0
+        out["peak_rss_mib"] = proc_status_kib(child.pid, "VmHWM") / 1024
         r.raise_for_status()
         answer = r.json()
         out["segments"] = len(answer["segments"])
-        classifier = bench.runtime.classifier
-        out["device"] = str(classifier.device)
-        # The same work in-process, step by step.
+        out["device"] = "cpu"  # the service's default device here: no CUDA on the bench machines
+    if not parts:
+        path.unlink()
+        return out
+
+    from model.classifier import Classifier
+    from model.predict import analyse
+    from model.preprocessing import Segment, load, stack
+    from model.segmenter import segments_from_audio
+    from service.config import load_settings
+
+    inference = load_settings(environ={}).inference
+    classifier = Classifier.from_checkpoint(
+        bench_model, max_batch=32, precision=precision or inference.precision
+    )
+    out["device"] = str(classifier.device)
+    out["precision"] = classifier.precision
+    # The same work in-process, step by step: the whole file decoded, then segmented, then scored.
+    t0 = time.perf_counter()
+    recording = load(path)
+    out["decode_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    segments: list[Segment] = list(segments_from_audio(recording.audio))
+    out["segment_s"] = time.perf_counter() - t0
+    del recording
+    t0 = time.perf_counter()
+    for i in range(0, len(segments), classifier.max_batch):
+        classifier.predict(stack(list(segments[i : i + classifier.max_batch])))
+    out["infer_s"] = time.perf_counter() - t0
+    out["ms_per_segment"] = 1e3 * out["infer_s"] / max(1, len(segments))
+    del segments
+    # And as /predict runs it: streamed from the file, with and without the decoding thread.
+    for key, overlap in (("analyse_s", False), ("analyse_thread_s", True)):
         t0 = time.perf_counter()
-        recording = load(path)
-        out["decode_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        segments = segments_from_audio(recording.audio)
-        out["segment_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        for i in range(0, len(segments), classifier.max_batch):
-            classifier.predict(stack(segments[i : i + classifier.max_batch]))
-        out["infer_s"] = time.perf_counter() - t0
-        out["ms_per_segment"] = 1e3 * out["infer_s"] / max(1, len(segments))
-        del segments
-        t0 = time.perf_counter()
-        analyse(recording, classifier)
-        out["analyse_s"] = time.perf_counter() - t0
+        analyse(path, classifier, overlap=overlap)
+        out[key] = time.perf_counter() - t0
     path.unlink()
     return out
 
@@ -572,17 +677,23 @@ def report(
         lines += [
             f"**/predict, one hour** (stereo 44.1 kHz 16-bit WAV, {pred['size_mb']:.0f} MiB,"
             f" {100 * pred['calling']:.0f} % of it detected as calling, {pred['segments']} segments,"
-            f" inference on {pred['device']}; target <= 15 s): **{pred['request_s']:.1f} s** for the"
-            " request (upload, decode, detection, inference, JSON).",
-            "",
-            "| part (in-process, same file) | s |",
-            "|---|---|",
-            f"| decode (soundfile) | {pred['decode_s']:.1f} |",
-            f"| detection + segmentation | {pred['segment_s']:.1f} |",
-            f"| inference ({pred['ms_per_segment']:.0f} ms/segment) | {pred['infer_s']:.1f} |",
-            f"| `analyse` (detection + inference, as /predict runs it) | {pred['analyse_s']:.1f} |",
+            f" inference on {pred['device']}, precision {pred['precision']}; targets <= 15 s and < 1 GiB): **{pred['request_s']:.1f} s**"
+            " for the request (upload, decode, detection, inference, JSON); the service process"
+            f" (its own, serving one idle live source) peaked at **{pred['peak_rss_mib']:.0f} MiB**"
+            f" resident (VmHWM; {pred['idle_rss_mib']:.0f} MiB before the request).",
             "",
         ]
+        if "decode_s" in pred:
+            lines += [
+                "| part (in-process, same file) | s |",
+                "|---|---|",
+                f"| decode the whole file (soundfile, `load`) | {pred['decode_s']:.1f} |",
+                f"| detection + segmentation of the whole file | {pred['segment_s']:.1f} |",
+                f"| inference ({pred['ms_per_segment']:.0f} ms/segment) | {pred['infer_s']:.1f} |",
+                f"| `analyse` streaming the file, one thread (as /predict runs it on CPU) | {pred['analyse_s']:.1f} |",
+                f"| `analyse` streaming the file, a decoding thread ahead of inference | {pred['analyse_thread_s']:.1f} |",
+                "",
+            ]
     return "\n".join(lines).rstrip("\n")
 
 
@@ -615,6 +726,18 @@ def main(argv: list[str] | None = None) -> int:
         "--window", type=float, default=30.0, help="seconds measured per capacity run"
     )
     parser.add_argument("--predict", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--predict-repo",
+        type=Path,
+        default=None,
+        help="serve /predict from this checkout (e.g. an older commit, for a before figure);"
+        " its in-process parts are then not measured",
+    )
+    parser.add_argument(
+        "--predict-precision",
+        default=None,
+        help="inference.precision for /predict (default: the service's own default)",
+    )
     parser.add_argument("--latency", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--write", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument(
@@ -665,9 +788,17 @@ def main(argv: list[str] | None = None) -> int:
         pred = None
         if args.predict:
             print("/predict: one hour ...", flush=True)
-            pred = measure_predict(model, work)
+            repo = (args.predict_repo or REPO).resolve()
+            pred = measure_predict(
+                model,
+                work,
+                repo=repo,
+                parts=args.predict_repo is None,
+                precision=args.predict_precision,
+            )
             print(
-                f"  {pred['request_s']:.1f} s ({pred['segments']} segments, {100 * pred['calling']:.0f} % calling)",
+                f"  {pred['request_s']:.1f} s ({pred['segments']} segments, {100 * pred['calling']:.0f} %"
+                f" calling), service peak {pred['peak_rss_mib']:.0f} MiB ({repo})",
                 flush=True,
             )
     block = report(m, lat, cap, pred, note)
