@@ -150,6 +150,7 @@ class Bench:
 
         from service.api import create_app
         from service.config import load_settings
+        from service.main import server_config
 
         self.port = free_port()
         settings = load_settings(
@@ -169,10 +170,7 @@ class Bench:
             },
         )
         self.app = create_app(settings)
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="warning", ws="websockets"
-        )
-        self.server = uvicorn.Server(config)
+        self.server = uvicorn.Server(server_config(self.app, settings))
         self.thread = threading.Thread(target=self.server.run, name="bench-uvicorn", daemon=True)
         self.handed: dict[tuple[str, float], tuple[float, float, float, float]] = {}
         self._lock = threading.Lock()
@@ -265,7 +263,8 @@ class WsClient:
 
 
 def ws_client_main(url: str) -> int:
-    """``--ws-client URL``: print a JSON line per segment event with its arrival time."""
+    """``--ws-client URL``: print a JSON line per segment event with its arrival time. Like a
+    keeper's dashboard, it watches one source (the first) for its meters and spectrogram."""
     from websockets.sync.client import connect
 
     with connect(url, max_size=None) as ws:
@@ -273,6 +272,9 @@ def ws_client_main(url: str) -> int:
         for raw in ws:
             now = time.monotonic()
             msg = json.loads(raw)
+            if msg.get("type") == "snapshot" and msg["sources"]:
+                watch = {"type": "watch", "v": 1, "sources": [msg["sources"][0]["id"]]}
+                ws.send(json.dumps(watch))
             if msg.get("type") == "segment":
                 out = {
                     "t": now,

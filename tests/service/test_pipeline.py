@@ -121,7 +121,8 @@ def predict_answer(
             "sources": [
                 {"id": "idle", "kind": "file", "path": str(recording_file), "realtime": False}
             ],
-            "inference": {"model": str(untrained_checkpoint), "device": "cpu"},
+            # The precision this test's own classifier runs (auto may choose bf16).
+            "inference": {"model": str(untrained_checkpoint), "device": "cpu", "precision": "fp32"},
             "storage": {"data_dir": str(tmp_path_factory.mktemp("predict-data"))},
         },
     )
