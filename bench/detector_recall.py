@@ -11,7 +11,8 @@ not find fewer calls. For each hang-over this scores the same synthetic encounte
   the extra segments would be made of: noise, the neighbour's calls, tails);
 - calls split: annotated calls overlapped by more than one detection.
 
-Usage: ``python bench/detector_recall.py [--encounters 24] [--hangovers 0.06,0.04,0.02]``.
+Usage: ``python bench/detector_recall.py [--encounters 24] [--hangovers 0.06,0.04,0.02]
+[--frame-samples 1024]``.
 """
 
 from __future__ import annotations
@@ -67,6 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--encounters", type=int, default=24)
     parser.add_argument("--hangovers", default="0.06,0.04,0.02")
+    parser.add_argument(
+        "--frame-samples",
+        type=int,
+        default=DetectorParams().frame_samples,
+        help="the detector's frame (default %(default)s)",
+    )
     args = parser.parse_args(argv)
     hangovers = [float(x) for x in args.hangovers.split(",")]
     print(
@@ -77,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     times = {
         h: dict.fromkeys(("true_s", "covered_s", "found_s", "outside_s"), 0.0) for h in hangovers
     }
-    base = DetectorParams()
+    base = DetectorParams(frame_samples=args.frame_samples)
     for seed in range(1, args.encounters + 1):
         enc = generate_encounter(
             seed, outcome="success" if seed % 2 else "failure", duration_s=DURATION_S

@@ -658,7 +658,8 @@ def report(
         t = lat["lat"]
         inf = lat["stats"].inference
         lines += [
-            f"**Latency** ({lat['sources']} real-time sources of synthetic encounters,"
+            f"**Latency** ({lat['sources']} real-time source{'s' if lat['sources'] != 1 else ''}"
+            " of synthetic encounters,"
             f" {t['total'].size} segments in {lat['elapsed_s']:.0f} s; target p95 <= 100 ms):",
             "",
             "| stage | p50 ms | p95 ms |",

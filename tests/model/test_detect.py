@@ -160,9 +160,11 @@ def test_start_is_emitted_once_confirmed_and_end_after_the_hangover() -> None:
     for pos in range(0, audio.shape[1], 256):
         for ev in detector.push(audio[:, pos : pos + 256]):
             seen[ev.kind] = pos + 256  # where in the stream the event came out
-    # Delivery is late by the confirmation / hang-over time plus at most two frames.
+    # Delivery is late by the confirmation / hang-over time plus at most two frames; a frame
+    # that the call's onset falls into is loud already, so the start may come up to one frame
+    # before onset + min_call_s.
     slack = 2 * params.frame_samples + 256
-    assert 0 <= seen["start"] - (s + params.min_call_s * SR) <= slack
+    assert -params.frame_samples <= seen["start"] - (s + params.min_call_s * SR) <= slack
     assert 0 <= seen["end"] - (e + params.hangover_s * SR) <= slack
 
 
