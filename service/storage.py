@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import cast
 
 import numpy as np
 import soundfile as sf
@@ -612,23 +611,14 @@ def _opt_bool(value: int | None) -> bool | None:
 
 
 def _encounter_row(row: sqlite3.Row) -> EncounterRow:
+    """The columns are the row's fields; SQLite's integers become booleans."""
     return EncounterRow(
-        id=row["id"],
-        source=row["source"],
-        enclosure=row["enclosure"],
-        pair=row["pair"],
-        keeper=row["keeper"],
-        notes=row["notes"],
-        started_at=row["started_at"],
-        ended_at=row["ended_at"],
-        auto=bool(row["auto"]),
-        n_segments=row["n_segments"],
-        p_success=row["p_success"],
-        verdict=row["verdict"],
-        outcome=row["outcome"],
-        copulation_observed=_opt_bool(row["copulation_observed"]),
-        pregnancy_confirmed=_opt_bool(row["pregnancy_confirmed"]),
-        model_version=row["model_version"],
+        **{
+            **dict(row),
+            "auto": bool(row["auto"]),
+            "copulation_observed": _opt_bool(row["copulation_observed"]),
+            "pregnancy_confirmed": _opt_bool(row["pregnancy_confirmed"]),
+        }
     )
 
 
@@ -651,14 +641,4 @@ def _segment_row(row: sqlite3.Row) -> SegmentRow:
 
 
 def _alert_row(row: sqlite3.Row) -> AlertRow:
-    return AlertRow(
-        id=row["id"],
-        kind=cast(AlertKind, row["kind"]),
-        source=row["source"],
-        encounter_id=row["encounter_id"],
-        message=row["message"],
-        p_failure=row["p_failure"],
-        created_at=row["created_at"],
-        acknowledged_at=row["acknowledged_at"],
-        acknowledged_by=row["acknowledged_by"],
-    )
+    return AlertRow(**dict(row))
