@@ -241,12 +241,13 @@ class Runtime:
 
 def _start_pipeline(settings: Settings, classifier: Classifier, monitor: Monitor) -> Pipeline:
     # The audio stack is imported only when serving (not for ``create_app`` in tools).
-    from service.audio import source_from_config
+    from service.audio import block_samples_for, source_from_config
     from service.pipeline import Pipeline
 
     sources = []
+    block_samples = block_samples_for(len(settings.sources))
     for cfg in settings.sources:
-        source = source_from_config(cfg)
+        source = source_from_config(cfg, block_samples=block_samples)
         if cfg.kind == "sounddevice":
             # A missing sound card is not fatal: the source reopens it with backoff and
             # the watchdog raises an "audio stalled" alert meanwhile.

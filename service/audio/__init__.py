@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from service.audio.base import BLOCK_SAMPLES, AudioSource, ProducerSource
+from service.audio.base import BLOCK_SAMPLES, AudioSource, ProducerSource, block_samples_for
 from service.audio.device import DeviceSource, input_devices
 from service.audio.replay import ReplaySource
 from service.audio.synthetic import SyntheticSource
@@ -17,6 +17,7 @@ __all__ = [
     "ProducerSource",
     "ReplaySource",
     "SyntheticSource",
+    "block_samples_for",
     "input_devices",
     "source_from_config",
 ]

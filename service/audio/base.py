@@ -35,6 +35,25 @@ BLOCK_SAMPLES = 1024
 """Samples per block a source delivers by default (23.2 ms at 44.1 kHz)."""
 QUEUE_BLOCKS = 256
 """Blocks a source's queue holds before a live source drops (about 6 s of 1024-sample blocks)."""
+SMALL_BLOCK_SAMPLES = 512
+"""Samples per block on a box with few sources (11.6 ms): see ``block_samples_for``."""
+SMALL_SITE_SOURCES = 16
+"""Up to this many sources, the service reads them in small blocks."""
+
+
+def block_samples_for(n_sources: int) -> int:
+    """The block size the service reads its sources in.
+
+    A call's end is seen only at the end of the block that holds it, so a block is part of the
+    live latency's wait: with 512-sample blocks one source's p95 from a call's last sample to
+    the dashboard was 89 ms, with 1024 101 ms. But every block costs each source its per-block
+    work: 64 sources stayed real time with 1024-sample blocks (1.28 cores) and did not with 512
+    (1.59 cores, overruns). So few sources get small blocks, many get the larger ones
+    (BENCHMARKS.md, "Live latency").
+    """
+    return SMALL_BLOCK_SAMPLES if n_sources <= SMALL_SITE_SOURCES else BLOCK_SAMPLES
+
+
 MAX_LATE_S = 0.5
 """A real-time producer running later than this (s) re-anchors its pace instead of catching up."""
 _END = object()
@@ -199,6 +218,11 @@ class ProducerSource(AudioSource):
         self.realtime = realtime
         self._sizes = sizes
         self._thread: threading.Thread | None = None
+
+    @property
+    def block_sizes(self) -> tuple[int, ...]:
+        """The sizes of the blocks it delivers, in turn (samples)."""
+        return tuple(self._sizes)
 
     @abstractmethod
     def _chunks(self) -> Iterator[np.ndarray]:

@@ -376,6 +376,11 @@ def test_health_stats_metrics_sources(client: TestClient) -> None:
         assert name in metrics.text
     sources = client.get("/api/sources", headers=AUTH).json()
     assert [(s["id"], s["kind"]) for s in sources] == [("replay", "file"), ("live", "file")]
+    # Two sources: read in the small blocks that keep the live latency low.
+    from service.audio import block_samples_for
+
+    live = client.app.state.runtime.pipeline.sources["live"]
+    assert live.block_sizes == (block_samples_for(2),)
 
 
 def test_dashboard_files_and_docs(client: TestClient) -> None:

@@ -265,3 +265,12 @@ def test_device_clock_skips_an_outage() -> None:
     after = source._to_block((data, t0 + 3.0))  # ...and its next block arrived 3 s later
     assert first is not None and after is not None
     assert after.start - first.end == round((3.0 - 1024 / SR) * SR)
+
+
+def test_few_sources_are_read_in_small_blocks_many_in_larger_ones() -> None:
+    from service.audio import block_samples_for
+    from service.audio.base import BLOCK_SAMPLES, SMALL_BLOCK_SAMPLES, SMALL_SITE_SOURCES
+
+    assert SMALL_BLOCK_SAMPLES < BLOCK_SAMPLES
+    assert block_samples_for(1) == block_samples_for(SMALL_SITE_SOURCES) == SMALL_BLOCK_SAMPLES
+    assert block_samples_for(SMALL_SITE_SOURCES + 1) == block_samples_for(96) == BLOCK_SAMPLES
