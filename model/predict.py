@@ -32,7 +32,7 @@ from model.checkpoint import DEMO_MODEL
 from model.classifier import PRECISIONS, Classifier
 from model.detect import DetectorParams
 from model.errors import CheckpointError
-from model.segmenter import DetectedSegment, StreamingSegmenter
+from model.segmenter import stream_segments
 
 T = TypeVar("T")
 
@@ -51,7 +51,7 @@ def segment_batches(
     batches with their (start, end) sample bounds; every batch but the last is full."""
     audio: list[np.ndarray] = []
     bounds: list[tuple[int, int]] = []
-    for segment in _segments(blocks, detector):
+    for segment in stream_segments(blocks, detector):
         audio.append(segment.audio)
         bounds.append((segment.start, segment.end))
         if len(audio) == max_batch:
@@ -81,15 +81,6 @@ def rechunked(blocks: Iterable[np.ndarray], frames: int) -> Iterator[np.ndarray]
         held -= cut
     if held:
         yield np.concatenate(pending, axis=1)
-
-
-def _segments(
-    blocks: Iterable[np.ndarray], detector: DetectorParams | None
-) -> Iterator[DetectedSegment]:
-    segmenter = StreamingSegmenter(detector)
-    for block in blocks:
-        yield from segmenter.push(block)
-    yield from segmenter.flush().segments
 
 
 def prefetched(

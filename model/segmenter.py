@@ -10,7 +10,7 @@ recording through the same object, so offline and live segments are bit-identica
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -168,6 +168,17 @@ class StreamingSegmenter:
         return DetectedSegment(start=start, end=end, audio=normalise_peak(fit_length(raw)), raw=raw)
 
 
+def stream_segments(
+    blocks: Iterable[np.ndarray], params: DetectorParams | None = None
+) -> Iterator[DetectedSegment]:
+    """Segments of a stream of (2, n) float32 blocks, yielded as they are cut, the last ones
+    once the stream ends (bounded memory: a decoder, a file in pieces)."""
+    segmenter = StreamingSegmenter(params)
+    for block in blocks:
+        yield from segmenter.push(block)
+    yield from segmenter.flush().segments
+
+
 def iter_segments(
     audio: np.ndarray,
     params: DetectorParams | None = None,
@@ -175,10 +186,8 @@ def iter_segments(
     block_samples: int = C.SAMPLE_RATE * 10,
 ) -> Iterator[DetectedSegment]:
     """Segments of a whole (2, n) float32 recording, yielded as they are cut (bounded memory)."""
-    segmenter = StreamingSegmenter(params)
-    for i in range(0, audio.shape[1], block_samples):
-        yield from segmenter.push(audio[:, i : i + block_samples])
-    yield from segmenter.flush().segments
+    blocks = (audio[:, i : i + block_samples] for i in range(0, audio.shape[1], block_samples))
+    return stream_segments(blocks, params)
 
 
 def segments_from_audio(
