@@ -31,8 +31,9 @@ from service.wire import CLIENT_ADAPTER, DISPLAY_TYPES, DROPPABLE_TYPES
 
 log = logging.getLogger(__name__)
 
-SLOW_CLIENT_CLOSE_CODE = 1013
-"""WebSocket close code for a client that fell too far behind (RFC 6455: try again later)."""
+TRY_AGAIN_LATER = 1013
+"""WebSocket close code (RFC 6455: try again later) for a client that fell too far behind, and
+for one that connects while the service is starting or stopping."""
 CLOSE_TIMEOUT_S = 2.0
 """How long closing a stalled client's socket may take before we give up on it."""
 
@@ -223,7 +224,7 @@ class Hub:
             if client.too_slow:
                 with contextlib.suppress(TimeoutError, RuntimeError, OSError, WebSocketDisconnect):
                     await asyncio.wait_for(
-                        ws.close(SLOW_CLIENT_CLOSE_CODE, "too far behind; reconnect"),
+                        ws.close(TRY_AGAIN_LATER, "too far behind; reconnect"),
                         CLOSE_TIMEOUT_S,
                     )
         except (WebSocketDisconnect, RuntimeError, OSError) as err:

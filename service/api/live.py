@@ -16,6 +16,7 @@ from service.api.auth import (
 )
 from service.api.deps import RuntimeDep, running_runtime
 from service.api.errors import ApiError
+from service.hub import TRY_AGAIN_LATER
 from service.metrics import CONTENT_TYPE
 from service.wire import SourceInfo, Stats
 
@@ -27,9 +28,6 @@ _NO_DASHBOARD = """<!doctype html><html><head><meta charset="utf-8"><title>Panda
 installed. The API is documented at <a href="/docs">/docs</a>; live events stream from
 <code>/ws/live</code>.</p></body></html>"""
 
-
-WS_TRY_AGAIN = 1013
-"""WebSocket close code while the service is not running (RFC 6455: try again later)."""
 
 public = APIRouter()
 router = APIRouter(dependencies=[Depends(require_token)])
@@ -128,6 +126,6 @@ async def live(websocket: WebSocket) -> None:
         return
     rt = running_runtime(websocket)
     if rt is None:
-        await websocket.close(WS_TRY_AGAIN, "the service is starting or stopping; reconnect")
+        await websocket.close(TRY_AGAIN_LATER, "the service is starting or stopping; reconnect")
         return
     await rt.hub.serve(websocket, rt.snapshot)

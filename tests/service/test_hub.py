@@ -6,7 +6,7 @@ import asyncio
 import json
 from typing import Any
 
-from service.hub import SLOW_CLIENT_CLOSE_CODE, ClientQueue, Hub
+from service.hub import TRY_AGAIN_LATER, ClientQueue, Hub
 from service.wire import MESSAGE_ADAPTER, LevelMsg, SnapshotMsg
 from tests.service.conftest import alert_msg, minimal_snapshot
 
@@ -126,7 +126,7 @@ def test_client_too_far_behind_on_essentials_is_disconnected() -> None:
             hub.publish(alert_msg(i + 1))
             await _wait_for(lambda i=i: len(fast.received) == i + 2)
         await _wait_for(lambda: slow.closed_with is not None)
-        assert slow.closed_with == SLOW_CLIENT_CLOSE_CODE
+        assert slow.closed_with == TRY_AGAIN_LATER
         assert hub.disconnected_slow == 1 and hub.clients == 1
         await _wait_for(lambda: len(fast.received) == 21)  # the fast client lost nothing
         fast.leave()
