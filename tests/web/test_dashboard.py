@@ -199,14 +199,27 @@ def test_upload_shows_per_call_results(browser: Any, service: Service, screensho
 
 
 def test_history_lists_an_encounter_started_from_the_ui(
-    live_page: tuple[Any, Console], service: Service
+    browser: Any, tmp_path: Path, untrained_checkpoint: Path
 ) -> None:
-    page, console = live_page
+    """A keeper starts, stops and annotates an encounter by hand. Its own service runs with
+    automatic encounters off: on the shared one a synthetic call could open an encounter
+    between the start form showing and the test filling it in (the form hides then)."""
+    from .conftest import DEMO_MODEL, start_service
+
+    model = DEMO_MODEL if DEMO_MODEL.is_file() else untrained_checkpoint
+    service = start_service(tmp_path, model, encounter={"auto": False})
+    context, page, console = new_page(browser)
+    try:
+        page.goto(service.login_url)
+        page.wait_for_selector("#conn[data-state=open]")
+        _start_stop_and_annotate(page, console, service)
+    finally:
+        context.close()
+        service.kill()
+
+
+def _start_stop_and_annotate(page: Any, console: Console, service: Service) -> None:
     pair = "Mei Lan x Bao Bao (browser test)"
-    # An automatic encounter may be open: the form shows once none is.
-    if page.locator("#enc-stop").is_visible():
-        page.click("#enc-stop")
-        page.click("#enc-stop")
     page.wait_for_selector("#enc-start", state="visible", timeout=15_000)
     page.fill("#enc-start input[name=pair]", pair)
     page.fill("#enc-start input[name=keeper]", "Test keeper")
