@@ -10,9 +10,10 @@ STAMP="$VENV/.setup-stamp"
 
 # System packages: PortAudio for sounddevice, libsndfile for soundfile, PulseAudio for the real
 # capture tests, Chromium for the browser tests, espeak-ng and sox to make real speech in tests,
-# ffmpeg so soundfile/librosa can read every upload format, Mosquitto for the MQTT tests.
+# ffmpeg so soundfile/librosa can read every upload format, Mosquitto for the MQTT tests, a
+# Chinese font so the browser tests and screenshots of the zh-CN dashboard show its characters.
 APT_PACKAGES=(libportaudio2 libsndfile1 libasound2-plugins pulseaudio pulseaudio-utils
-              chromium espeak-ng sox ffmpeg mosquitto)
+              chromium espeak-ng sox ffmpeg mosquitto fonts-wqy-microhei)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -7,6 +7,9 @@ import {
 } from "./js/api.js";
 import { ClipPlayer } from "./js/clips.js";
 import { HistoryView } from "./js/history.js";
+import {
+  errorText, initI18n, language, languageChoices, rememberLanguage, t,
+} from "./js/i18n.js";
 import { LiveView } from "./js/live.js";
 import { LiveSocket } from "./js/socket.js";
 import { UploadView } from "./js/upload.js";
@@ -46,7 +49,7 @@ class App {
     this.socket = new LiveSocket(liveSocketUrl, {
       message: (msg) => this.onMessage(msg),
       state: (s) => this.onConnection(s),
-      unauthorized: () => this.showLogin("The access token was not accepted."),
+      unauthorized: () => this.showLogin(t("login.rejected")),
       silentClose: () => this.socketRefused(),
     });
     this.#wire();
@@ -55,12 +58,29 @@ class App {
   #wire() {
     window.addEventListener("hashchange", () => this.route());
     $("#source-select").addEventListener("change", (event) => this.selectSource(event.target.value));
+    const langSelect = $("#lang-select");
+    langSelect.replaceChildren(...languageChoices().map(([code, name]) => {
+      const option = document.createElement("option");
+      option.value = code;
+      option.textContent = name;
+      option.selected = code === language();
+      return option;
+    }));
+    langSelect.addEventListener("change", () => {
+      // Every view re-renders in the new language from a fresh snapshot.
+      rememberLanguage(langSelect.value);
+      location.reload();
+    });
     const sound = $("#sound-toggle");
     const showSound = () => {
       // Static markup only (an icon and fixed words), never data from the service.
-      sound.innerHTML = `${this.chime.muted ? SPEAKER_OFF : SPEAKER_ON}<span class="sound-text"> Sound ${this.chime.muted ? "off" : "on"}</span>`;
+      sound.innerHTML = this.chime.muted ? SPEAKER_OFF : SPEAKER_ON;
+      const text = document.createElement("span");
+      text.className = "sound-text";
+      text.textContent = ` ${t(this.chime.muted ? "sound.off" : "sound.on")}`;
+      sound.append(text);
       sound.setAttribute("aria-pressed", String(this.chime.muted));
-      sound.setAttribute("aria-label", this.chime.muted ? "Alert sound off" : "Alert sound on");
+      sound.setAttribute("aria-label", t(this.chime.muted ? "sound.off_label" : "sound.on_label"));
     };
     showSound();
     sound.addEventListener("click", () => {
@@ -79,9 +99,9 @@ class App {
       button.disabled = true;
       try {
         await sendJson("POST", "api/alerts/test", this.state.selectedSource ? { source: this.state.selectedSource } : {});
-        this.toast("Test alert sent through every channel.");
+        this.toast(t("alerts.test_sent"));
       } catch (err) {
-        this.reportError(err, "The test alert failed");
+        this.reportError(err, t("alerts.test_failed"));
       } finally {
         button.disabled = false;
       }
@@ -93,10 +113,9 @@ class App {
 
   // ---------------------------------------------------------------- login ------------------
 
-  async boot() {
-    const fromUrl = adoptTokenFromUrl();
+  async boot(fromUrl) {
     if ((await this.authState()) === "unauthorized") {
-      this.showLogin(fromUrl || getToken() ? "The access token was not accepted." : "");
+      this.showLogin(fromUrl || getToken() ? t("login.rejected") : "");
       return;
     }
     this.start();
@@ -118,7 +137,7 @@ class App {
    */
   async socketRefused() {
     if ((await this.authState()) !== "unauthorized") return false;
-    this.showLogin("The access token was not accepted.");
+    this.showLogin(t("login.rejected"));
     return true;
   }
 
@@ -130,12 +149,12 @@ class App {
     const auth = await this.authState();
     if (auth === "unauthorized") {
       setToken("");
-      error.textContent = "That token was not accepted. Check it and try again.";
+      error.textContent = t("login.wrong_token");
       error.hidden = false;
       return;
     }
     if (auth === "unreachable") {
-      error.textContent = "The service cannot be reached right now; the dashboard will keep trying.";
+      error.textContent = t("login.unreachable");
       error.hidden = false;
     }
     $("#login").hidden = true;
@@ -193,17 +212,17 @@ class App {
     node.dataset.state = state;
     node.className = `conn ${state}`;
     clearInterval(this.connTicker);
-    if (state === "open") node.textContent = "● Live";
+    if (state === "open") node.textContent = t("conn.open");
     else if (state === "waiting") {
       const tick = () => {
         const s = Math.max(0, Math.ceil((retryAt - Date.now()) / 1000));
-        node.textContent = `◌ Offline · retrying in ${s} s`;
+        node.textContent = t("conn.waiting", { s });
       };
       tick();
       this.connTicker = setInterval(tick, 500);
-    } else if (state === "reconnecting") node.textContent = "◌ Reconnecting…";
-    else if (state === "connecting") node.textContent = "◌ Connecting…";
-    else node.textContent = "○ Not connected";
+    } else if (state === "reconnecting") node.textContent = t("conn.reconnecting");
+    else if (state === "connecting") node.textContent = t("conn.connecting");
+    else node.textContent = t("conn.closed");
     document.body.classList.toggle("offline", state !== "open");
     $("#gauge-card").classList.toggle("stale", state !== "open");
   }
@@ -342,7 +361,7 @@ class App {
       this.renderAlerts();
       if (this.view === "alerts") this.loadAlertLog();
     } catch (err) {
-      this.reportError(err, "The alert could not be acknowledged");
+      this.reportError(err, t("alerts.ack_failed"));
       this.renderAlerts();
     }
   }
@@ -356,7 +375,7 @@ class App {
         sourceLabel: (id) => this.sourceLabel(id),
       });
     } catch (err) {
-      this.reportError(err, "The alert log could not be loaded");
+      this.reportError(err, t("alerts.log_failed"));
     }
   }
 
@@ -365,14 +384,14 @@ class App {
   async startEncounter(body) {
     const encounter = await sendJson("POST", "api/encounters", body);
     this.onEncounter({ action: "started", encounter });
-    this.toast(`Encounter started: ${encounter.pair}`);
+    this.toast(t("live.started_toast", { pair: encounter.pair }));
     return encounter;
   }
 
   async stopEncounter(id) {
     const encounter = await sendJson("POST", `api/encounters/${id}/stop`);
     this.onEncounter({ action: "stopped", encounter });
-    this.toast("Encounter stopped. Record its outcome later in History.");
+    this.toast(t("live.stopped_toast"));
     return encounter;
   }
 
@@ -380,10 +399,10 @@ class App {
 
   reportError(err, what) {
     if (err instanceof Unauthorized) {
-      this.showLogin("The access token is no longer accepted. Sign in again.");
+      this.showLogin(t("login.expired"));
       return;
     }
-    if (what) this.toast(`${what}: ${err.detail || err.message}`, "error");
+    if (what) this.toast(t("common.error_with", { what, detail: errorText(err) }), "error");
   }
 
   toast(text, cls = "") {
@@ -396,6 +415,9 @@ class App {
   }
 }
 
+// The token first (the catalogue is a dashboard file), then the language, then the app.
+const fromUrl = adoptTokenFromUrl();
+await initI18n({ loadJson: (path) => getJson(path) });
 const app = new App();
 window.pandapulse = app; // for debugging from the console and for the browser tests
-app.boot();
+app.boot(fromUrl);

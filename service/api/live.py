@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, Request, Response, WebSocket
@@ -27,6 +28,30 @@ _NO_DASHBOARD = """<!doctype html><html><head><meta charset="utf-8"><title>Panda
 <body><h1>PandaPulse</h1><p>The service runs, but the dashboard files (web/index.html) are not
 installed. The API is documented at <a href="/docs">/docs</a>; live events stream from
 <code>/ws/live</code>.</p></body></html>"""
+
+
+I18N_MARKER = "/*PANDAPULSE_I18N*/{}"
+"""Where ``login.html`` takes the catalogues' login texts (it cannot fetch them: no token)."""
+LOGIN_KEY_PREFIXES = ("login.", "lang.name", "top.language")
+
+
+def login_page() -> str:
+    """``web/login.html`` with the login texts of every ``web/i18n/*.json`` catalogue inlined."""
+    page = (WEB_DIR / "login.html").read_text(encoding="utf-8")
+    catalogues: dict[str, dict[str, str]] = {}
+    for path in sorted((WEB_DIR / "i18n").glob("*.json")):
+        try:
+            messages = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # a broken catalogue leaves that language out, never the sign-in page
+        if isinstance(messages, dict):
+            catalogues[path.stem] = {
+                k: v
+                for k, v in messages.items()
+                if isinstance(v, str) and k.startswith(LOGIN_KEY_PREFIXES)
+            }
+    inline = json.dumps(catalogues, ensure_ascii=False).replace("</", "<\\/")
+    return page.replace(I18N_MARKER, inline, 1)
 
 
 public = APIRouter()
@@ -81,9 +106,8 @@ async def index(request: Request) -> Response:
     self-contained sign-in page (no data, no other files) so a keeper's browser can log in.
     """
     if not is_authorised(request):
-        login = (WEB_DIR / "login.html").read_text(encoding="utf-8")
         return HTMLResponse(
-            login,
+            login_page(),
             status_code=401,
             headers={"Cache-Control": "no-store", "WWW-Authenticate": "Bearer"},
         )
