@@ -1,18 +1,32 @@
 // Alerts: the banner at the top of every view, the audible chime, and the alert log view.
 
+import { DEFAULT_LANGUAGE, hasKey, language, t } from "./i18n.js";
 import { el, dateTime, pct } from "./util.js";
 
-const KIND_TEXT = {
-  failure_dominates: { title: "Failure dominates", icon: "⚠", cls: "failure" },
-  audio_stalled: { title: "Audio stalled", icon: "⚠", cls: "stalled" },
-  test: { title: "Test alert", icon: "♪", cls: "test" },
+const KIND_LOOK = {
+  failure_dominates: { icon: "⚠", cls: "failure" },
+  audio_stalled: { icon: "⚠", cls: "stalled" },
+  test: { icon: "♪", cls: "test" },
 };
 // Alerts that matter keep chiming until someone acknowledges them; test alerts chime once.
 const REPEAT_CHIME_MS = 30_000;
 const MUTE_KEY = "pandapulse.muted";
 
 export function kindText(kind) {
-  return KIND_TEXT[kind] || { title: kind, icon: "!", cls: "test" };
+  const look = KIND_LOOK[kind] || { icon: "!", cls: "test" };
+  return { ...look, title: hasKey(`alerts.kind.${kind}`) ? t(`alerts.kind.${kind}`) : String(kind) };
+}
+
+/**
+ * An alert's message. The service writes it in English, with its numbers; in another language a
+ * known kind gets the catalogue's sentence instead (built from the alert's fields), and the
+ * service's text stays available as the element's title.
+ */
+export function alertMessage(alert, sourceLabel) {
+  const key = `alerts.msg.${alert.kind}`;
+  if (language() === DEFAULT_LANGUAGE || !hasKey(key)) return alert.message || "";
+  const where = alert.source ? sourceLabel(alert.source) : "PandaPulse";
+  return t(key, { where, p: pct(alert.p_failure) });
 }
 
 /**
@@ -109,15 +123,15 @@ export class AlertBanner {
     const ack = el(
       "button",
       { class: "ack", type: "button", "data-testid": "ack", onclick: () => this.#ack(alert, ack) },
-      "Acknowledge",
+      t("alerts.ack"),
     );
-    const extra = open.length > 1 ? ` (+${open.length - 1} more open)` : "";
-    const where = [alert.source ? this.sourceLabel(alert.source) : "", alert.p_failure != null ? `P(failure) ${pct(alert.p_failure)}` : ""]
+    const extra = open.length > 1 ? t("alerts.more_open", { n: open.length - 1 }) : "";
+    const where = [alert.source ? this.sourceLabel(alert.source) : "", alert.p_failure != null ? t("alerts.where_p", { p: pct(alert.p_failure) }) : ""]
       .filter(Boolean)
       .join(" · ");
     const hint = this.chime.ready || this.chime.muted
       ? null
-      : el("span", { class: "alert-hint" }, "Tap anywhere to enable sound");
+      : el("span", { class: "alert-hint" }, t("alerts.tap_sound"));
     this.root.append(
       ...[
       el("span", { class: "alert-icon", "aria-hidden": "true" }, kind.icon),
@@ -125,7 +139,7 @@ export class AlertBanner {
         "div",
         { class: "alert-text" },
         el("strong", {}, kind.title + extra),
-        el("span", {}, alert.message || ""),
+        el("span", { title: alert.message || "" }, alertMessage(alert, this.sourceLabel)),
         where ? el("span", { class: "alert-where" }, where) : null,
         hint,
       ),
@@ -140,12 +154,12 @@ export class AlertBanner {
 
   async #ack(alert, button) {
     button.disabled = true;
-    button.textContent = "Acknowledging…";
+    button.textContent = t("alerts.acking");
     try {
       await this.onAck(alert);
     } catch (err) {
       button.disabled = false;
-      button.textContent = "Acknowledge";
+      button.textContent = t("alerts.ack");
       throw err;
     }
   }
@@ -155,7 +169,7 @@ export class AlertBanner {
 export function renderAlertLog(tbody, alerts, { onAck, sourceLabel }) {
   tbody.replaceChildren();
   if (!alerts.length) {
-    tbody.append(el("tr", {}, el("td", { colspan: 6, class: "empty" }, "No alerts yet.")));
+    tbody.append(el("tr", {}, el("td", { colspan: 6, class: "empty" }, t("alerts.none"))));
     return;
   }
   for (const alert of alerts) {
@@ -164,7 +178,9 @@ export function renderAlertLog(tbody, alerts, { onAck, sourceLabel }) {
       ? el(
           "span",
           { class: "acked" },
-          `✓ ${dateTime(alert.acknowledged_at)}${alert.acknowledged_by ? ` by ${alert.acknowledged_by}` : ""}`,
+          alert.acknowledged_by
+            ? t("alerts.acked_at_by", { time: dateTime(alert.acknowledged_at), by: alert.acknowledged_by })
+            : t("alerts.acked_at", { time: dateTime(alert.acknowledged_at) }),
         )
       : el(
           "button",
@@ -176,7 +192,7 @@ export function renderAlertLog(tbody, alerts, { onAck, sourceLabel }) {
               onAck(alert);
             },
           },
-          "Acknowledge",
+          t("alerts.ack"),
         );
     tbody.append(
       el(
@@ -185,7 +201,7 @@ export function renderAlertLog(tbody, alerts, { onAck, sourceLabel }) {
         el("td", { class: "nowrap" }, dateTime(alert.created_at)),
         el("td", {}, el("span", { class: `kind ${kind.cls}` }, `${kind.icon} ${kind.title}`)),
         el("td", {}, alert.source ? sourceLabel(alert.source) : "–"),
-        el("td", {}, alert.message || ""),
+        el("td", { title: alert.message || "" }, alertMessage(alert, sourceLabel)),
         el("td", { class: "num" }, alert.p_failure != null ? pct(alert.p_failure) : "–"),
         el("td", {}, acked),
       ),

@@ -2,6 +2,8 @@
 // Series: the running P(success) of the encounter (a thick line) and each call's P(success)
 // (dots). The area above 0.5 is tinted blue and labelled "success", below orange "failure".
 
+import { fmtPercent, fmtTime, fmtUnit, t } from "./i18n.js";
+
 const COLORS = {
   running: "#0062a3",
   call: "#333",
@@ -13,8 +15,7 @@ const MAX_POINTS = 2000;
 const MIN_TIME_SPAN_S = 60;
 
 function clockTicks(u, vals) {
-  return vals.map((v) =>
-    new Date(v * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" }));
+  return vals.map((v) => fmtTime(v * 1000));
 }
 
 function minSpan(span) {
@@ -49,9 +50,9 @@ function bandsPlugin() {
         ctx.font = `${12 * devicePixelRatio}px system-ui, sans-serif`;
         ctx.fillStyle = "#1d4f7a";
         ctx.textAlign = "right";
-        ctx.fillText("▲ success", left + width - 6 * devicePixelRatio, top + 14 * devicePixelRatio);
+        ctx.fillText(t("chart.success"), left + width - 6 * devicePixelRatio, top + 14 * devicePixelRatio);
         ctx.fillStyle = "#8a5a00";
-        ctx.fillText("▼ failure", left + width - 6 * devicePixelRatio, top + height - 6 * devicePixelRatio);
+        ctx.fillText(t("chart.failure"), left + width - 6 * devicePixelRatio, top + height - 6 * devicePixelRatio);
         ctx.restore();
       },
     },
@@ -69,7 +70,7 @@ export class ProbabilityChart {
     this.xs = [];
     this.calls = [];
     this.running = [];
-    const pctAxis = (u, vals) => vals.map((v) => `${Math.round(v * 100)}%`);
+    const pctAxis = (u, vals) => vals.map((v) => fmtPercent(v));
     const opts = {
       width: Math.max(300, container.clientWidth || 600),
       height,
@@ -85,7 +86,7 @@ export class ProbabilityChart {
         {
           label: xLabel || undefined,
           // Clock times (local) for live data, "12 s" into a recording otherwise.
-          values: time ? clockTicks : (u, vals) => vals.map((v) => `${v} s`),
+          values: time ? clockTicks : (u, vals) => vals.map((v) => fmtUnit(v, "second")),
           space: time ? 80 : 50,
           stroke: "#444",
           grid: { stroke: "rgba(0,0,0,0.07)" },
@@ -93,16 +94,16 @@ export class ProbabilityChart {
         { values: pctAxis, stroke: "#444", size: 48, grid: { stroke: "rgba(0,0,0,0.07)" } },
       ],
       series: [
-        { label: time ? "time" : "seconds" },
+        { label: time ? t("chart.time") : t("chart.seconds") },
         {
-          label: "Running P(success)",
+          label: t("chart.running"),
           stroke: COLORS.running,
           width: 3,
           points: { show: false },
           spanGaps: true,
         },
         {
-          label: "Each call",
+          label: t("chart.each_call"),
           stroke: COLORS.call,
           width: 0,
           paths: () => null,

@@ -2,6 +2,7 @@
 // is fetched with the Authorization header and played from a blob URL.
 
 import { getBlob } from "./api.js";
+import { t } from "./i18n.js";
 
 export class ClipPlayer {
   constructor(audio, onError) {
@@ -17,7 +18,7 @@ export class ClipPlayer {
     if (this.button) {
       this.button.textContent = "▶";
       this.button.classList.remove("playing");
-      this.button.setAttribute("aria-label", "Play clip");
+      this.button.setAttribute("aria-label", t("clip.play"));
     }
     this.button = null;
   }
@@ -39,9 +40,9 @@ export class ClipPlayer {
       this.button = button;
       button.textContent = "■";
       button.classList.add("playing");
-      button.setAttribute("aria-label", "Stop clip");
+      button.setAttribute("aria-label", t("clip.stop"));
     } catch (err) {
-      this.onError(err, "The clip could not be played");
+      this.onError(err, t("clip.failed"));
     } finally {
       button.disabled = false;
     }
@@ -53,8 +54,8 @@ export function clipButton(player, url) {
   button.type = "button";
   button.className = "clip small";
   button.textContent = "▶";
-  button.setAttribute("aria-label", "Play clip");
-  button.title = "Play this call";
+  button.setAttribute("aria-label", t("clip.play"));
+  button.title = t("clip.title");
   button.addEventListener("click", (event) => {
     event.stopPropagation();
     player.toggle(url, button);

@@ -2,9 +2,10 @@
 // playing a call's clip, recording the outcome, CSV exports.
 
 import { download, getJson, sendJson } from "./api.js";
-import { kindText } from "./alerts.js";
+import { alertMessage, kindText } from "./alerts.js";
 import { ProbabilityChart } from "./chart.js";
 import { clipButton } from "./clips.js";
+import { fmtNumber, fmtSeconds, t } from "./i18n.js";
 import {
   $, clockTime, dateTime, duration, el, leaning, pct, runningMeans, secondsBetween, sparkline,
   verdictBadge,
@@ -62,18 +63,20 @@ export class HistoryView {
     try {
       page = await getJson(`api/encounters?limit=${PAGE_SIZE}&offset=${this.offset}`);
     } catch (err) {
-      this.app.reportError(err, "The encounters could not be loaded");
+      this.app.reportError(err, t("history.load_failed"));
       return;
     }
     this.total = page.total;
     const body = $("#hist-body");
     body.replaceChildren(...page.items.map((e) => this.#row(e)));
     if (!page.items.length) {
-      body.append(el("tr", {}, el("td", { colspan: 9, class: "empty" }, "No encounters recorded yet.")));
+      body.append(el("tr", {}, el("td", { colspan: 9, class: "empty" }, t("history.none"))));
     }
-    $("#hist-total").textContent = `(${page.total})`;
+    $("#hist-total").textContent = t("history.total", { n: page.total });
     const last = Math.min(this.offset + page.items.length, page.total);
-    $("#hist-page").textContent = page.total ? `${this.offset + 1}–${last} of ${page.total}` : "";
+    $("#hist-page").textContent = page.total
+      ? t("history.page", { from: this.offset + 1, to: last, total: page.total })
+      : "";
     $("#hist-prev").disabled = this.offset === 0;
     $("#hist-next").disabled = this.offset + PAGE_SIZE >= page.total;
   }
@@ -87,15 +90,17 @@ export class HistoryView {
       onclick: () => { location.hash = `#history/${e.id}`; },
       onkeydown: (ev) => { if (ev.key === "Enter") location.hash = `#history/${e.id}`; },
     },
-      el("td", {}, dateTime(e.started_at), open ? el("span", { class: "pill live small" }, "● open") : null),
+      el("td", {}, dateTime(e.started_at), open ? el("span", { class: "pill live small" }, t("history.open_pill")) : null),
       el("td", {}, e.enclosure || e.source),
       el("td", {}, e.pair || "–"),
       el("td", {}, e.keeper || "–"),
       el("td", { class: "num" }, duration(secondsBetween(e.started_at, e.ended_at))),
-      el("td", { class: "num" }, String(e.n_segments ?? 0)),
+      el("td", { class: "num" }, fmtNumber(e.n_segments ?? 0)),
       el("td", { class: "num" }, pct(e.p_success)),
       el("td", {}, verdictBadge(e.verdict)),
-      el("td", {}, e.outcome && e.outcome !== "unknown" ? verdictBadge(e.outcome) : el("span", { class: "muted" }, e.outcome || "–")),
+      el("td", {}, e.outcome && e.outcome !== "unknown"
+        ? verdictBadge(e.outcome)
+        : el("span", { class: "muted" }, e.outcome ? t("outcome.unknown_short") : "–")),
     );
   }
 
@@ -110,7 +115,7 @@ export class HistoryView {
     try {
       enc = await getJson(`api/encounters/${id}`);
     } catch (err) {
-      this.app.reportError(err, `Encounter ${id} could not be loaded`);
+      this.app.reportError(err, t("history.encounter_failed", { id: String(id) }));
       return;
     }
     this.selected = enc.id;
@@ -128,38 +133,45 @@ export class HistoryView {
     box.replaceChildren(...[
       el("div", { class: "card" },
         el("div", { class: "card-head" },
-          el("h2", {}, `${enc.enclosure || enc.source} · ${enc.pair || "unnamed pair"}`),
+          el("h2", {}, `${enc.enclosure || enc.source} · ${enc.pair || t("history.unnamed_pair")}`),
           el("div", { class: "actions" },
-            el("button", { type: "button", onclick: () => this.#download(`api/encounters/${enc.id}/export.csv`, `pandapulse-encounter-${enc.id}.csv`) }, "↓ Calls (CSV)"),
-            el("button", { type: "button", class: "ghost", onclick: () => { location.hash = "#history"; } }, "✕ Close"))),
+            el("button", { type: "button", onclick: () => this.#download(`api/encounters/${enc.id}/export.csv`, `pandapulse-encounter-${enc.id}.csv`) }, t("history.calls_csv")),
+            el("button", { type: "button", class: "ghost", onclick: () => { location.hash = "#history"; } }, t("common.close")))),
         el("dl", { class: "facts" },
-          fact("Keeper", enc.keeper || "–"),
-          fact("Started", dateTime(enc.started_at)),
-          fact("Ended", enc.ended_at ? dateTime(enc.ended_at) : "still open"),
-          fact("Length", duration(secondsBetween(enc.started_at, enc.ended_at))),
-          fact("Calls", String(enc.n_segments ?? segments.length)),
-          fact("P(success)", pct(enc.p_success)),
-          fact("Verdict", verdictBadge(enc.verdict)),
-          fact("Model", enc.model_version || "–"),
-          enc.auto ? fact("Opened", "automatically by the call detector") : null,
-          enc.notes ? fact("Notes", enc.notes) : null),
-        el("h3", {}, "Timeline"),
+          fact(t("history.keeper"), enc.keeper || "–"),
+          fact(t("history.started"), dateTime(enc.started_at)),
+          fact(t("history.ended"), enc.ended_at ? dateTime(enc.ended_at) : t("history.still_open")),
+          fact(t("history.length"), duration(secondsBetween(enc.started_at, enc.ended_at))),
+          fact(t("history.calls"), fmtNumber(enc.n_segments ?? segments.length)),
+          fact(t("common.p_success"), pct(enc.p_success)),
+          fact(t("history.verdict"), verdictBadge(enc.verdict)),
+          fact(t("history.model"), enc.model_version || "–"),
+          enc.auto ? fact(t("history.opened"), t("history.opened_auto")) : null,
+          enc.notes ? fact(t("history.notes"), enc.notes) : null),
+        el("h3", {}, t("history.timeline")),
         chartBox),
       el("div", { class: "card" },
-        el("h2", {}, `Calls (${segments.length})`),
+        el("h2", {}, t("history.calls_title", { n: segments.length })),
         el("div", { class: "table-scroll" },
           el("table", { class: "calls" },
-            el("thead", {}, el("tr", {}, ...["Time", "Length", "P(success)", "Leaning", "Attention", "Clip"].map((h) => el("th", {}, h)))),
+            el("thead", {}, el("tr", {}, ...["calls.time", "calls.length", "common.p_success", "calls.leaning", "calls.attention", "calls.clip"].map((h) => el("th", {}, t(h))))),
             el("tbody", {}, segments.length
               ? segments.map((s) => segmentRow(s, this.app.clips))
-              : el("tr", {}, el("td", { colspan: 6, class: "empty" }, "No calls in this encounter.")))))),
+              : el("tr", {}, el("td", { colspan: 6, class: "empty" }, t("history.no_calls"))))))),
       this.#outcomeForm(enc),
       (enc.alerts || []).length
         ? el("div", { class: "card" },
-            el("h2", {}, "Alerts"),
+            el("h2", {}, t("history.alerts_title")),
             el("ul", { class: "plain" }, enc.alerts.map((a) => el("li", {},
-              `${kindText(a.kind).icon} ${dateTime(a.created_at)} — ${kindText(a.kind).title}: ${a.message || ""}`,
-              a.acknowledged_at ? ` (acknowledged${a.acknowledged_by ? ` by ${a.acknowledged_by}` : ""})` : " (open)"))))
+              t("history.alert_line", {
+                icon: kindText(a.kind).icon,
+                time: dateTime(a.created_at),
+                kind: kindText(a.kind).title,
+                message: alertMessage(a, (id) => this.app.sourceLabel(id)),
+              }),
+              a.acknowledged_at
+                ? a.acknowledged_by ? t("history.alert_acked_by", { by: a.acknowledged_by }) : t("history.alert_acked")
+                : t("history.alert_open")))))
         : null,
     ].filter(Boolean));
     this.chart = new ProbabilityChart(chartBox, { time: true, height: 220 });
@@ -174,21 +186,21 @@ export class HistoryView {
 
   #outcomeForm(enc) {
     const form = el("form", { class: "card outcome-form", "data-testid": "outcome-form" },
-      el("h2", {}, "Outcome"),
-      el("p", { class: "muted small" }, "What actually happened. Recorded outcomes become training labels."),
+      el("h2", {}, t("outcome.title")),
+      el("p", { class: "muted small" }, t("outcome.hint")),
       el("fieldset", { class: "radio-row" },
-        el("legend", { class: "sr-only" }, "Outcome"),
+        el("legend", { class: "sr-only" }, t("outcome.title")),
         ...["success", "failure", "unknown"].map((v) =>
           el("label", { class: `radio ${v}` },
             el("input", { type: "radio", name: "outcome", value: v, checked: (enc.outcome || "unknown") === v }),
-            v === "success" ? "✓ Success" : v === "failure" ? "✗ Failure" : "? Unknown"))),
-      el("label", { class: "check" }, el("input", { type: "checkbox", name: "copulation_observed", checked: Boolean(enc.copulation_observed) }), "Copulation observed"),
-      el("label", { class: "check" }, el("input", { type: "checkbox", name: "pregnancy_confirmed", checked: Boolean(enc.pregnancy_confirmed) }), "Pregnancy confirmed"),
-      el("label", { class: "block" }, "Notes", el("textarea", { name: "notes", rows: 2, maxlength: 2000 }, enc.notes || "")),
+            t(`outcome.${v}`)))),
+      el("label", { class: "check" }, el("input", { type: "checkbox", name: "copulation_observed", checked: Boolean(enc.copulation_observed) }), t("outcome.copulation")),
+      el("label", { class: "check" }, el("input", { type: "checkbox", name: "pregnancy_confirmed", checked: Boolean(enc.pregnancy_confirmed) }), t("outcome.pregnancy")),
+      el("label", { class: "block" }, t("outcome.notes"), el("textarea", { name: "notes", rows: 2, maxlength: 2000 }, enc.notes || "")),
       el("div", { class: "actions" },
-        el("button", { type: "submit", class: "primary" }, "Save outcome"),
+        el("button", { type: "submit", class: "primary" }, t("outcome.save")),
         el("span", { class: "saved muted", role: "status" },
-          this.savedAt?.id === enc.id && Date.now() - this.savedAt.at < SAVED_NOTE_MS ? "✓ Saved" : "")),
+          this.savedAt?.id === enc.id && Date.now() - this.savedAt.at < SAVED_NOTE_MS ? t("outcome.saved") : "")),
     );
     form.addEventListener("input", () => { form.dataset.dirty = "1"; });
     form.addEventListener("submit", async (event) => {
@@ -201,16 +213,16 @@ export class HistoryView {
         notes: String(data.get("notes") || ""),
       };
       const status = form.querySelector(".saved");
-      status.textContent = "Saving…";
+      status.textContent = t("outcome.saving");
       try {
         await sendJson("PUT", `api/encounters/${enc.id}/outcome`, body);
-        status.textContent = "✓ Saved";
+        status.textContent = t("outcome.saved");
         delete form.dataset.dirty;
         this.savedAt = { id: enc.id, at: Date.now() };
         this.refresh();
       } catch (err) {
         status.textContent = "";
-        this.app.reportError(err, "The outcome was not saved");
+        this.app.reportError(err, t("outcome.save_failed"));
       }
     });
     return form;
@@ -220,7 +232,7 @@ export class HistoryView {
     try {
       await download(path, name);
     } catch (err) {
-      this.app.reportError(err, "The export failed");
+      this.app.reportError(err, t("history.export_failed"));
     }
   }
 }
@@ -233,7 +245,7 @@ function segmentRow(seg, clips) {
   const lean = leaning(seg.p_success);
   return el("tr", { dataset: { segmentId: String(seg.id) } },
     el("td", {}, clockTime(seg.wall_time)),
-    el("td", { class: "num" }, `${(seg.end_s - seg.start_s).toFixed(1)} s`),
+    el("td", { class: "num" }, fmtSeconds(seg.end_s - seg.start_s, 1)),
     el("td", { class: "num" }, pct(seg.p_success)),
     el("td", {}, el("span", { class: `badge ${lean.cls}` }, `${lean.icon} ${lean.label}`)),
     el("td", {}, sparkline(seg.attention)),

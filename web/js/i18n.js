@@ -218,8 +218,9 @@ export function fmtDate(value) {
 /** How long ago, from a number of seconds ("5 seconds ago" / "5秒钟前"). */
 export function fmtAgo(seconds) {
   if (!isNumber(seconds)) return DASH;
-  const rtf = new Intl.RelativeTimeFormat(current, { numeric: "auto", style: "short" });
+  const rtf = new Intl.RelativeTimeFormat(current, { numeric: "always", style: "short" });
   const s = Math.max(0, seconds);
+  if (s < 10) return rtf.format(-Math.round(s * 10) / 10, "second");
   if (s < 60) return rtf.format(-Math.round(s), "second");
   if (s < 3600) return rtf.format(-Math.round(s / 60), "minute");
   if (s < 86400) return rtf.format(-Math.round(s / 3600), "hour");

@@ -3,9 +3,12 @@
 
 import { ProbabilityChart } from "./chart.js";
 import { clipButton } from "./clips.js";
+import {
+  errorText, fmtAgo, fmtNumber, fmtPercent, fmtSeconds, fmtUnit, hasKey, t,
+} from "./i18n.js";
 import { Spectrogram } from "./spectrogram.js";
 import {
-  $, clockTime, duration, el, leaning, pct, runningMeans, secondsBetween, sparkline,
+  $, clockTime, duration, el, leaning, pct, runningMeans, secondsBetween, sparkline, verdictText,
 } from "./util.js";
 
 const MAX_CALL_ROWS = 100;
@@ -70,7 +73,7 @@ export class LiveView {
         await this.app.startEncounter(body);
         form.notes.value = "";
       } catch (err) {
-        this.#formError(err.detail || err.message);
+        this.#formError(errorText(err));
         this.app.reportError(err, null);
       } finally {
         button.disabled = false;
@@ -82,7 +85,7 @@ export class LiveView {
       if (!encounter) return;
       // Two presses stop it: an accidental tap must not end a breeding encounter's record.
       if (!this.stopArmed) {
-        button.textContent = "■ Press again to stop";
+        button.textContent = t("live.stop_confirm");
         button.classList.add("armed");
         this.stopArmed = setTimeout(() => this.#disarmStop(), STOP_CONFIRM_MS);
         return;
@@ -92,7 +95,7 @@ export class LiveView {
       try {
         await this.app.stopEncounter(encounter.id);
       } catch (err) {
-        this.#formError(err.detail || err.message);
+        this.#formError(errorText(err));
         this.app.reportError(err, null);
       } finally {
         button.disabled = false;
@@ -104,7 +107,7 @@ export class LiveView {
     clearTimeout(this.stopArmed);
     this.stopArmed = null;
     const button = $("#enc-stop");
-    button.textContent = "■ Stop encounter";
+    button.textContent = t("live.stop");
     button.classList.remove("armed");
   }
 
@@ -129,7 +132,9 @@ export class LiveView {
 
   #sourceLabel() {
     const source = this.state.sources.find((s) => s.id === this.state.selectedSource);
-    return source ? `${source.enclosure || source.id} · ${source.kind}` : "";
+    return source
+      ? t("live.source_label", { enclosure: source.enclosure || source.id, kind: sourceKindText(source.kind) })
+      : "";
   }
 
   #segmentsOfSource() {
@@ -147,25 +152,23 @@ export class LiveView {
     if (encounter) {
       info.append(
         el("div", { class: "enc-title" },
-          el("span", { class: "pill live", "data-testid": "enc-status" }, "● Encounter open"),
+          el("span", { class: "pill live", "data-testid": "enc-status" }, t("live.open")),
           el("h1", {}, enclosure),
-          encounter.auto ? el("span", { class: "pill muted", title: "opened by the call detector" }, "auto") : null),
+          encounter.auto ? el("span", { class: "pill muted", title: t("live.auto_title") }, t("live.auto")) : null),
         el("dl", { class: "enc-facts" },
-          el("div", {}, el("dt", {}, "Pair"), el("dd", { "data-testid": "enc-pair" }, encounter.pair || "–")),
-          el("div", {}, el("dt", {}, "Keeper"), el("dd", {}, encounter.keeper || "–")),
-          el("div", {}, el("dt", {}, "Started"), el("dd", {}, clockTime(encounter.started_at))),
-          el("div", {}, el("dt", {}, "Elapsed"), el("dd", { class: "elapsed", id: "enc-elapsed" },
+          el("div", {}, el("dt", {}, t("live.pair")), el("dd", { "data-testid": "enc-pair" }, encounter.pair || "–")),
+          el("div", {}, el("dt", {}, t("live.keeper")), el("dd", {}, encounter.keeper || "–")),
+          el("div", {}, el("dt", {}, t("live.started")), el("dd", {}, clockTime(encounter.started_at))),
+          el("div", {}, el("dt", {}, t("live.elapsed")), el("dd", { class: "elapsed", id: "enc-elapsed" },
             duration(secondsBetween(encounter.started_at, encounter.ended_at)))),
-          el("div", {}, el("dt", {}, "Calls"), el("dd", { id: "enc-calls" }, String(encounter.n_segments ?? 0)))),
+          el("div", {}, el("dt", {}, t("live.calls")), el("dd", { id: "enc-calls" }, fmtNumber(encounter.n_segments ?? 0)))),
       );
     } else {
       info.append(
         el("div", { class: "enc-title" },
-          el("span", { class: "pill idle", "data-testid": "enc-status" }, "○ No open encounter"),
+          el("span", { class: "pill idle", "data-testid": "enc-status" }, t("live.no_open")),
           el("h1", {}, enclosure)),
-        el("p", { class: "muted" }, source
-          ? "Start an encounter to follow this pair; calls are still scored and listed below."
-          : "Waiting for the service…"),
+        el("p", { class: "muted" }, source ? t("live.idle_hint") : t("live.waiting_service")),
       );
     }
     $("#enc-start").hidden = Boolean(encounter) || !source;
@@ -188,16 +191,16 @@ export class LiveView {
     card.dataset.p = p === null || p === undefined ? "" : String(p);
     card.classList.toggle("stale", this.app.connection !== "open");
     const value = $("#gauge-value");
-    value.textContent = p === null || p === undefined ? "—" : `${Math.round(p * 100)}%`;
+    value.textContent = p === null || p === undefined ? "—" : fmtPercent(Math.round(p * 100) / 100);
     value.className = `gauge-value ${lean.cls}`;
     const label = $("#gauge-label");
     label.textContent = encounter
       ? p === null || p === undefined
-        ? "Waiting for calls"
+        ? t("gauge.waiting_calls")
         : lean.cls === "uncertain"
-          ? `${lean.icon} Uncertain: too close to call`
-          : `${lean.icon} Leaning ${lean.label.toLowerCase()}`
-      : "No open encounter";
+          ? t("gauge.uncertain")
+          : t(`gauge.leaning_${lean.cls}`)
+      : t("gauge.no_open");
     label.className = `gauge-label ${lean.cls}`;
     const angle = p === null || p === undefined ? 0 : (p - 0.5) * 180;
     $("#gauge-needle").style.transform = `rotate(${angle}deg)`;
@@ -210,11 +213,11 @@ export class LiveView {
     const verdict = $("#gauge-verdict");
     if (!encounter) verdict.textContent = "";
     else if (encounter.verdict) {
-      verdict.replaceChildren("Verdict: ", el("b", { class: encounter.verdict }, encounter.verdict),
-        ` after ${encounter.n_segments} call${encounter.n_segments === 1 ? "" : "s"}`);
+      verdict.replaceChildren(t("gauge.verdict_label"),
+        el("b", { class: encounter.verdict }, verdictText(encounter.verdict)),
+        t("gauge.after_calls", { n: encounter.n_segments ?? 0 }));
     } else {
-      const n = encounter.n_segments ?? 0;
-      verdict.textContent = `Verdict pending · ${n} call${n === 1 ? "" : "s"} so far`;
+      verdict.textContent = t("gauge.pending", { n: encounter.n_segments ?? 0 });
     }
   }
 
@@ -249,12 +252,12 @@ export class LiveView {
     const lean = leaning(seg.p_success);
     return el("tr", {
       class: "pickable",
-      title: "Show this call's attention",
+      title: t("calls.show_attention"),
       dataset: { segmentId: String(seg.id) },
       onclick: () => this.renderAttention(seg),
     },
       el("td", {}, clockTime(seg.wall_time)),
-      el("td", { class: "num" }, `${(seg.end_s - seg.start_s).toFixed(1)} s`),
+      el("td", { class: "num" }, fmtSeconds(seg.end_s - seg.start_s, 1)),
       el("td", { class: "num" },
         el("span", { class: "pbar" }, el("span", { class: "pfill", style: `width:${seg.p_success * 100}%` })),
         ` ${pct(seg.p_success)}`),
@@ -269,23 +272,23 @@ export class LiveView {
     const segments = this.#segmentsOfSource().slice(-MAX_CALL_ROWS).reverse();
     body.replaceChildren(...segments.map((s) => this.#callRow(s)));
     if (!segments.length) {
-      body.append(el("tr", {}, el("td", { colspan: 6, class: "empty" }, "No calls scored yet.")));
+      body.append(el("tr", {}, el("td", { colspan: 6, class: "empty" }, t("calls.none"))));
     }
-    $("#calls-count").textContent = segments.length ? `(${segments.length} shown)` : "";
+    $("#calls-count").textContent = segments.length ? t("calls.shown", { n: segments.length }) : "";
   }
 
   renderAttention(seg) {
     const box = $("#attn-latest");
     box.replaceChildren();
     if (!seg) {
-      box.append(el("p", { class: "empty" }, "No call yet."));
+      box.append(el("p", { class: "empty" }, t("attn.none")));
       return;
     }
     const lean = leaning(seg.p_success);
     box.append(
       sparkline(seg.attention, { width: 320, height: 90, cls: "spark big" }),
-      el("div", { class: "attn-axis" }, el("span", {}, "0 s"), el("span", {}, "1 s"), el("span", {}, "2 s")),
-      el("p", {}, `${clockTime(seg.wall_time)} · P(success) ${pct(seg.p_success)} `,
+      el("div", { class: "attn-axis" }, ...[0, 1, 2].map((s) => el("span", {}, fmtSeconds(s, 0)))),
+      el("p", {}, t("attn.line", { time: clockTime(seg.wall_time), p: pct(seg.p_success) }),
         el("span", { class: `badge ${lean.cls}` }, `${lean.icon} ${lean.label}`)),
     );
   }
@@ -304,14 +307,14 @@ export class LiveView {
     body.querySelector("td.empty")?.parentElement.remove();
     body.prepend(this.#callRow(seg));
     while (body.rows.length > MAX_CALL_ROWS) body.deleteRow(-1);
-    $("#calls-count").textContent = `(${body.rows.length} shown)`;
+    $("#calls-count").textContent = t("calls.shown", { n: body.rows.length });
     this.renderAttention(seg);
     if (encounter && seg.encounter_id === encounter.id) this.renderEncounterNumbers(encounter);
   }
 
   renderEncounterNumbers(encounter) {
     const calls = document.getElementById("enc-calls");
-    if (calls) calls.textContent = String(encounter.n_segments ?? 0);
+    if (calls) calls.textContent = fmtNumber(encounter.n_segments ?? 0);
     this.renderGauge(encounter);
   }
 
@@ -324,7 +327,7 @@ export class LiveView {
       meter.querySelector(".rms").style.width = `${meterPercent(rms)}%`;
       meter.querySelector(".peak").style.left = `${meterPercent(peak)}%`;
       meter.classList.toggle("clip", peak !== undefined && peak >= CLIP_DB);
-      meter.querySelector(".db").textContent = Number.isFinite(rms) ? `${rms.toFixed(0)} dB` : "–";
+      meter.querySelector(".db").textContent = Number.isFinite(rms) ? `${fmtNumber(rms, 0)} dB` : "–";
     }
   }
 
@@ -348,35 +351,49 @@ export class LiveView {
       const src = sources[id] || {};
       const status = src.status || this.state.sources.find((s) => s.id === id)?.status || "unknown";
       const icon = { ok: "✓", stalled: "⚠", starting: "◌" }[status] || "■";
-      const age = Number.isFinite(src.last_audio_age_s) ? ` · last audio ${src.last_audio_age_s.toFixed(1)} s ago` : "";
-      add(knownIds.size > 1 ? `Audio ${id}` : "Audio",
-        el("span", { class: `status ${status}`, "data-testid": "audio-status" }, `${icon} ${status}${age}`),
+      const age = Number.isFinite(src.last_audio_age_s) ? t("health.last_audio", { ago: fmtAgo(src.last_audio_age_s) }) : "";
+      add(knownIds.size > 1 ? t("health.audio_of", { id }) : t("health.audio"),
+        el("span", { class: `status ${status}`, "data-testid": "audio-status" }, `${icon} ${statusText(status)}${age}`),
         status === "ok" ? "" : "warn");
       const drops = (src.overflows ?? 0) + (src.dropped_blocks ?? 0);
-      add(knownIds.size > 1 ? `Drops ${id}` : "Drops",
-        `${drops} block${drops === 1 ? "" : "s"} (${src.overflows ?? 0} overflow, ${src.dropped_blocks ?? 0} dropped)`,
+      add(knownIds.size > 1 ? t("health.drops_of", { id }) : t("health.drops"),
+        t("health.drops_value", { n: drops, overflow: src.overflows ?? 0, dropped: src.dropped_blocks ?? 0 }),
         drops ? "warn" : "");
     }
     const inf = stats?.inference;
     if (inf) {
-      add("Latency", `${fmtMs(inf.mean_ms)} mean · ${fmtMs(inf.p95_ms)} p95`);
-      add("Scored", `${inf.segments} calls in ${inf.batches} batches${inf.overruns ? ` · ${inf.overruns} overruns` : ""}`,
+      add(t("health.latency"), t("health.latency_value", { mean: fmtMs(inf.mean_ms), p95: fmtMs(inf.p95_ms) }));
+      add(t("health.scored"),
+        t("health.scored_value", { segments: inf.segments, batches: inf.batches })
+          + (inf.overruns ? t("health.overruns", { n: inf.overruns }) : ""),
         inf.overruns ? "warn" : "");
     }
-    add("Model", model.version || stats?.model_version || "–");
+    add(t("health.model"), model.version || stats?.model_version || "–");
     const device = stats?.device || model.device || "–";
-    add("Runs on", /cuda|gpu/i.test(device) ? `GPU (${device})` : /^cpu$/i.test(device) ? "CPU" : device);
+    add(t("health.runs_on"),
+      /cuda|gpu/i.test(device) ? t("health.gpu", { device }) : /^cpu$/i.test(device) ? t("health.cpu") : device);
     if (stats?.ws) {
-      add("Live link", `${stats.ws.clients} client${stats.ws.clients === 1 ? "" : "s"} · ${stats.ws.dropped} updates dropped`);
+      add(t("health.live_link"), t("health.live_link_value", { n: stats.ws.clients, dropped: stats.ws.dropped }));
     }
     if (stats?.storage) {
-      add("Stored", `${stats.storage.segments} calls${stats.storage.outbox_pending ? ` · ${stats.storage.outbox_pending} alerts to send` : ""}`);
+      add(t("health.stored"), t("health.stored_value", { n: stats.storage.segments })
+        + (stats.storage.outbox_pending ? t("health.outbox", { n: stats.storage.outbox_pending }) : ""));
     }
-    if (stats && Number.isFinite(stats.uptime_s)) add("Uptime", duration(stats.uptime_s));
+    if (stats && Number.isFinite(stats.uptime_s)) add(t("health.uptime"), duration(stats.uptime_s));
     dl.replaceChildren(...rows);
   }
 }
 
 function fmtMs(ms) {
-  return Number.isFinite(ms) ? `${ms.toFixed(ms < 10 ? 1 : 0)} ms` : "–";
+  return Number.isFinite(ms) ? fmtUnit(ms, "millisecond", ms < 10 ? 1 : 0) : "–";
+}
+
+/** A source's audio state ("ok", "stalled", ...) in words. */
+export function statusText(status) {
+  return hasKey(`status.${status}`) ? t(`status.${status}`) : String(status);
+}
+
+/** What a source's kind ("synthetic", "sounddevice", "file") is called. */
+export function sourceKindText(kind) {
+  return hasKey(`source_kind.${kind}`) ? t(`source_kind.${kind}`) : String(kind ?? "");
 }

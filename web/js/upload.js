@@ -2,7 +2,8 @@
 
 import { request } from "./api.js";
 import { ProbabilityChart } from "./chart.js";
-import { $, el, formatBytes, leaning, pct, runningMeans, sparkline } from "./util.js";
+import { errorText, fmtNumber, fmtSeconds, t } from "./i18n.js";
+import { $, el, formatBytes, leaning, pct, runningMeans, sparkline, verdictText } from "./util.js";
 
 const ACCEPTED = /\.(wav|flac|ogg|mp3)$/i;
 
@@ -52,21 +53,21 @@ export class UploadView {
   async submit(file) {
     if (this.busy) return;
     if (!ACCEPTED.test(file.name) && !(file.type || "").startsWith("audio/")) {
-      this.#status(`“${file.name}” does not look like a recording: use WAV, FLAC, OGG or MP3.`, "error");
+      this.#status(t("upload.not_audio", { name: file.name }), "error");
       return;
     }
     this.busy = true;
     $("#dropzone").classList.add("busy");
-    this.#status(`Scoring “${file.name}” (${formatBytes(file.size)})…`, "working");
+    this.#status(t("upload.scoring", { name: file.name, size: formatBytes(file.size) }), "working");
     const form = new FormData();
     form.append("file", file, file.name);
     try {
       const response = await request("predict", { method: "POST", body: form });
       const result = await response.json();
-      this.#status(`“${file.name}” scored.`, "done");
+      this.#status(t("upload.scored", { name: file.name }), "done");
       this.render(file.name, result);
     } catch (err) {
-      this.#status(`“${file.name}”: ${err.detail || err.message}`, "error");
+      this.#status(t("upload.failed", { name: file.name, detail: errorText(err) }), "error");
       this.app.reportError(err, null);
     } finally {
       this.busy = false;
@@ -80,37 +81,37 @@ export class UploadView {
     const summary = $("#upload-summary");
     summary.dataset.verdict = r.verdict ?? "";
     const notes = [];
-    if (r.mono) notes.push("mono recording: the channel was duplicated to both inputs");
-    if (r.source_rate && r.source_rate !== 44100) notes.push(`resampled from ${r.source_rate.toLocaleString()} Hz`);
+    if (r.mono) notes.push(t("upload.mono"));
+    if (r.source_rate && r.source_rate !== 44100) notes.push(t("upload.resampled", { rate: r.source_rate }));
     summary.replaceChildren(
       el("div", { class: `verdict-big ${r.verdict === "uncertain" ? "uncertain" : r.verdict ? lean.cls : "none"}`, "data-testid": "upload-verdict" },
         r.verdict
           ? [el("span", { class: "vicon" }, lean.icon),
-            el("span", {}, r.verdict === "uncertain" ? "Uncertain: too close to call" : r.verdict.toUpperCase())]
-          : el("span", {}, "No vocalization found")),
+            el("span", {}, r.verdict === "uncertain" ? t("upload.uncertain") : verdictText(r.verdict).toUpperCase())]
+          : el("span", {}, t("upload.no_vocalization"))),
       el("dl", { class: "facts" },
-        el("div", {}, el("dt", {}, "File"), el("dd", {}, name)),
-        el("div", {}, el("dt", {}, "P(success)"), el("dd", { class: "big" }, pct(r.p_success, 1))),
-        el("div", {}, el("dt", {}, "Calls"), el("dd", {}, String(r.segments.length))),
-        el("div", {}, el("dt", {}, "Length"), el("dd", {}, `${Number(r.duration_s).toFixed(1)} s`)),
-        el("div", {}, el("dt", {}, "Model"), el("dd", {}, r.model_version || "–")),
-        notes.length ? el("div", {}, el("dt", {}, "Note"), el("dd", {}, notes.join("; "))) : null),
+        el("div", {}, el("dt", {}, t("upload.file")), el("dd", {}, name)),
+        el("div", {}, el("dt", {}, t("common.p_success")), el("dd", { class: "big" }, pct(r.p_success, 1))),
+        el("div", {}, el("dt", {}, t("upload.calls")), el("dd", {}, fmtNumber(r.segments.length))),
+        el("div", {}, el("dt", {}, t("upload.length")), el("dd", {}, fmtSeconds(Number(r.duration_s), 1))),
+        el("div", {}, el("dt", {}, t("upload.model")), el("dd", {}, r.model_version || "–")),
+        notes.length ? el("div", {}, el("dt", {}, t("upload.note")), el("dd", {}, notes.join(t("common.list_separator")))) : null),
     );
     const body = $("#upload-body");
     body.replaceChildren(...r.segments.map((s) => {
       const l = leaning(s.p_success, r.uncertain_band || undefined);
       return el("tr", {},
-        el("td", { class: "num" }, `${s.start_s.toFixed(2)} s`),
-        el("td", { class: "num" }, `${s.end_s.toFixed(2)} s`),
+        el("td", { class: "num" }, fmtSeconds(s.start_s, 2)),
+        el("td", { class: "num" }, fmtSeconds(s.end_s, 2)),
         el("td", { class: "num" }, pct(s.p_success, 1)),
         el("td", {}, el("span", { class: `badge ${l.cls}` }, `${l.icon} ${l.label}`)),
         el("td", {}, sparkline(s.attention)));
     }));
     if (!r.segments.length) {
-      body.append(el("tr", {}, el("td", { colspan: 5, class: "empty" }, "The detector found no call in this recording.")));
+      body.append(el("tr", {}, el("td", { colspan: 5, class: "empty" }, t("upload.no_calls"))));
     }
     if (!this.chart) {
-      this.chart = new ProbabilityChart($("#upload-chart"), { time: false, height: 240, xLabel: "seconds into the recording" });
+      this.chart = new ProbabilityChart($("#upload-chart"), { time: false, height: 240, xLabel: t("upload.x_label") });
     }
     const segments = [...r.segments].sort((a, b) => a.start_s - b.start_s);
     this.chart.setData(

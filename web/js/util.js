@@ -1,4 +1,7 @@
-// Small DOM and formatting helpers shared by the views.
+// Small DOM and formatting helpers shared by the views. Formatting follows the dashboard's
+// language (i18n.js).
+
+import { fmtDateTime, fmtPercent, fmtTime, fmtUnit, t } from "./i18n.js";
 
 /**
  * Create an element: el("td", {class: "num", title: "x"}, "text", childNode, ...).
@@ -24,26 +27,17 @@ export function el(tag, attrs = {}, ...children) {
 
 export const $ = (selector, root = document) => root.querySelector(selector);
 
+/** A probability as a percentage in the dashboard's locale ("42%"). */
 export function pct(p, digits = 0) {
-  return p === null || p === undefined || Number.isNaN(p) ? "–" : `${(p * 100).toFixed(digits)} %`;
+  return fmtPercent(p, digits);
 }
 
 export function clockTime(iso) {
-  if (!iso) return "–";
-  const date = new Date(iso);
-  return Number.isNaN(date.getTime())
-    ? "–"
-    : date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  return fmtTime(iso);
 }
 
 export function dateTime(iso) {
-  if (!iso) return "–";
-  const date = new Date(iso);
-  if (Number.isNaN(date.getTime())) return "–";
-  const thisYear = date.getFullYear() === new Date().getFullYear();
-  return date.toLocaleString([], {
-    year: thisYear ? undefined : "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit",
-  });
+  return fmtDateTime(iso);
 }
 
 /** "1:02:03" or "4:05" from a number of seconds. */
@@ -74,21 +68,31 @@ export function setUncertainBand(band) {
  * "Uncertain" inside the uncertain band, so a near-chance score never reads as a verdict. */
 export function leaning(p, band = uncertainBand) {
   if (p === null || p === undefined || Number.isNaN(p)) {
-    return { cls: "none", label: "No calls yet", icon: "…" };
+    return { cls: "none", label: t("verdict.none"), icon: "…" };
   }
-  if (band[0] < band[1] && p >= band[0] && p <= band[1]) return { cls: "uncertain", label: "Uncertain", icon: "?" };
+  if (band[0] < band[1] && p >= band[0] && p <= band[1]) {
+    return { cls: "uncertain", label: t("verdict.uncertain"), icon: "?" };
+  }
   return p > 0.5
-    ? { cls: "success", label: "Success", icon: "✓" }
-    : { cls: "failure", label: "Failure", icon: "✗" };
+    ? { cls: "success", label: t("verdict.success"), icon: "✓" }
+    : { cls: "failure", label: t("verdict.failure"), icon: "✗" };
+}
+
+const VERDICTS = ["success", "failure", "uncertain"];
+
+/** A verdict or outcome ("success", ...) in words; an unknown value as it came. */
+export function verdictText(verdict) {
+  const v = String(verdict).toLowerCase();
+  return VERDICTS.includes(v) ? t(`verdict.${v}`) : String(verdict);
 }
 
 /** A badge such as "✓ Success" coloured by class, always with its words (never colour alone). */
 export function verdictBadge(verdict, extraClass = "") {
-  if (!verdict) return el("span", { class: `badge none ${extraClass}` }, "– none");
+  if (!verdict) return el("span", { class: `badge none ${extraClass}` }, t("verdict.badge_none"));
   const v = String(verdict).toLowerCase();
   const icon = v === "success" ? "✓" : v === "failure" ? "✗" : "?";
-  const cls = v === "success" || v === "failure" || v === "uncertain" ? v : "none";
-  return el("span", { class: `badge ${cls} ${extraClass}` }, `${icon} ${verdict}`);
+  const cls = VERDICTS.includes(v) ? v : "none";
+  return el("span", { class: `badge ${cls} ${extraClass}` }, `${icon} ${verdictText(verdict)}`);
 }
 
 /** An SVG sparkline of a series (the 86 attention weights of a segment). */
@@ -100,7 +104,7 @@ export function sparkline(values, { width = 120, height = 28, cls = "spark" } = 
   svg.setAttribute("height", height);
   svg.setAttribute("class", cls);
   svg.setAttribute("role", "img");
-  svg.setAttribute("aria-label", "attention weight per frame");
+  svg.setAttribute("aria-label", t("attn.sparkline"));
   if (!values || values.length < 2) return svg;
   let lo = Infinity;
   let hi = -Infinity;
@@ -126,9 +130,9 @@ export function sparkline(values, { width = 120, height = 28, cls = "spark" } = 
 }
 
 export function formatBytes(n) {
-  if (n < 1024) return `${n} B`;
-  if (n < 1024 ** 2) return `${(n / 1024).toFixed(0)} kB`;
-  return `${(n / 1024 ** 2).toFixed(1)} MB`;
+  if (n < 1024) return fmtUnit(n, "byte", 0);
+  if (n < 1024 ** 2) return fmtUnit(n / 1024, "kilobyte", 0);
+  return fmtUnit(n / 1024 ** 2, "megabyte", 1);
 }
 
 /**
