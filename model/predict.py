@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import json
 import queue
+import sys
 import threading
 from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
@@ -26,12 +27,13 @@ from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 
-from model import aggregate, preprocessing
+from model import aggregate, archive, preprocessing
 from model import constants as C
+from model.archive import AUDIO_PATTERNS, RAVEN_FALLBACK
 from model.checkpoint import DEMO_MODEL
 from model.classifier import PRECISIONS, Classifier
 from model.detect import DetectorParams
-from model.errors import CheckpointError
+from model.errors import CheckpointError, DataError
 from model.segmenter import stream_segments
 
 T = TypeVar("T")
@@ -39,6 +41,10 @@ T = TypeVar("T")
 PREFETCH_BATCHES = 2
 """Batches the decoding thread may have ready ahead of inference (memory: each is
 ``max_batch`` x 706 KB)."""
+
+DEFAULT_OUT = "pandapulse-results"
+"""The results folder of ``pandapulse predict`` on folders when ``--out`` is not given (and where
+``--raven`` puts the tables of read-only folders when scoring single files)."""
 
 Source = preprocessing.Recording | str | Path | BinaryIO | bytes
 """What ``analyse`` scores: a decoded recording, or a file (path, open binary file, bytes)."""
@@ -250,8 +256,25 @@ def parse_band(text: str) -> tuple[float, float]:
         ) from err
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number >= 1")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="recordings to score")
+    parser.add_argument(
+        "files",
+        nargs="+",
+        type=Path,
+        metavar="PATH",
+        help="recordings to score, or folders of recordings (searched recursively; the results"
+        " then go to --out)",
+    )
     parser.add_argument(
         "--model",
         type=Path,
@@ -276,6 +299,59 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="LOWER,UPPER",
         help="P(class 0) range whose verdict is 'uncertain' (default: %(default)s)",
     )
+    archive = parser.add_argument_group(
+        "archives",
+        "A folder (or --out, --workers, --scheduler) scores into a results folder: calls.csv and"
+        " files.csv written as each file completes (and .parquet beside them with pyarrow),"
+        " resumable: a second run skips the files already scored.",
+    )
+    archive.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help=f"results folder (default: ./{DEFAULT_OUT})",
+    )
+    archive.add_argument(
+        "--include",
+        action="append",
+        default=None,
+        metavar="GLOB",
+        help="file pattern to score in folders, repeatable, case-insensitive; a pattern with '/'"
+        " matches the path below the folder (default: the audio formats soundfile reads:"
+        f" {' '.join(AUDIO_PATTERNS)})",
+    )
+    archive.add_argument(
+        "--workers",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="local worker processes, one torch thread each (default: one per core, as memory"
+        " allows; 1 on a GPU)",
+    )
+    archive.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="score on the Dask distributed cluster at ADDRESS (tcp://host:8786), one task per"
+        " file; its workers need PandaPulse installed and the recordings at the same paths",
+    )
+    parser.add_argument(
+        "--raven",
+        action="store_true",
+        help="write a Raven selection table <file>.selections.txt beside each scored recording"
+        f" (under <out>/{RAVEN_FALLBACK}/ where its folder is read-only)",
+    )
+
+
+def archive_mode(args: argparse.Namespace) -> bool:
+    """Whether ``args`` score into a results folder (a folder given, or an archive option)."""
+    return (
+        any(Path(f).is_dir() for f in args.files)
+        or args.out is not None
+        or args.workers is not None
+        or args.scheduler is not None
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -285,10 +361,16 @@ def run(args: argparse.Namespace) -> int:
             f"no trained checkpoint at {path}: train one with `pandapulse train` (or `make demo-model`)"
             " and pass it with --model; PandaPulse never predicts with untrained weights"
         )
+    if archive_mode(args):
+        return run_archive_command(args, Path(path))
     classifier = Classifier.from_checkpoint(path, device=args.device, precision=args.precision)
     results = {}
     for file in args.files:
         results[str(file)] = analyse(file, classifier, band=args.uncertain_band)
+        if args.raven:
+            scored = archive.result_from_answer(str(file), results[str(file)], args.uncertain_band)
+            table = archive.write_raven(scored, DEFAULT_OUT)
+            print(f"Raven selection table: {table}", file=sys.stderr)
     if args.json:
         for result in results.values():
             for seg in result["segments"]:
@@ -318,3 +400,90 @@ def run(args: argparse.Namespace) -> int:
                 f"  verdict: {result['verdict']} (P({s_name}) = {result['p_success']:.3f} over {len(result['segments'])} segments)"
             )
     return 0
+
+
+FAILURES_LISTED = 50
+"""Failed files named on stderr at the end of a run (all of them are in files.csv)."""
+
+
+def run_archive_command(args: argparse.Namespace, model_path: Path) -> int:
+    """``pandapulse predict`` on folders: ``model.archive.run_archive`` and its summary.
+
+    Exit status 0 when the results folder holds at least one of the recordings scored (now or
+    by an earlier run), 1 when none of them could be scored; bad arguments raise (status 2)."""
+    from model import checkpoint
+    from model.classifier import choose_device
+
+    if args.workers is not None and args.scheduler is not None:
+        raise DataError("give --workers (local processes) or --scheduler (Dask), not both")
+    _, meta = checkpoint.load(model_path)  # fails here, not in every worker, when broken
+    try:
+        device = choose_device(args.device)
+    except ValueError as err:
+        raise DataError(str(err)) from err
+    workers = args.workers or archive.default_workers(device.type)
+    distributed = args.scheduler is not None or workers > 1
+    settings = archive.Settings(
+        model=str(model_path.resolve()),
+        device=args.device,
+        precision=args.precision,
+        band=args.uncertain_band,
+        torch_threads=1 if distributed else None,
+    )
+    out = args.out or Path(DEFAULT_OUT)
+    summary = archive.run_archive(
+        [str(f) for f in args.files],
+        out,
+        settings,
+        model_version=str(meta["model_version"]),
+        patterns=tuple(args.include or AUDIO_PATTERNS),
+        workers=workers,
+        scheduler=args.scheduler,
+        raven=args.raven,
+    )
+    hours = summary.audio_s / 3600
+    rate = hours / max(summary.wall_s / 60, 1e-9)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "out": str(out),
+                    "found": summary.found,
+                    "skipped": summary.skipped,
+                    "scored": summary.scored,
+                    "failed": [{"file": f, "error": e} for f, e in summary.failed],
+                    "audio_hours": round(hours, 4),
+                    "wall_s": round(summary.wall_s, 2),
+                    "hours_per_minute": round(rate, 4),
+                    "parquet": [str(p) for p in summary.parquet],
+                },
+                indent=2,
+            )
+        )
+    else:
+        parquet = " and .parquet" if summary.parquet else " (no Parquet: pyarrow is not installed)"
+        print(
+            f"scored {summary.scored} recording(s) ({hours:.2f} h of audio) in"
+            f" {summary.wall_s / 60:.1f} min, {rate:.2f} h of audio per minute;"
+            f" {summary.skipped} already done, {len(summary.failed)} failed."
+            f" Results: {out / 'calls.csv'}, {out / 'files.csv'}{parquet}"
+        )
+        if summary.raven_fallback:
+            print(
+                f"{summary.raven_fallback} Raven table(s) went to {out / RAVEN_FALLBACK}: their"
+                " recordings' folders are read-only or hold a table PandaPulse did not write"
+            )
+    if summary.failed:
+        print(
+            f"pandapulse predict: {len(summary.failed)} recording(s) could not be scored:",
+            file=sys.stderr,
+        )
+        for file, error in summary.failed[:FAILURES_LISTED]:
+            print(f"  {file}: {error}", file=sys.stderr)
+        if len(summary.failed) > FAILURES_LISTED:
+            print(
+                f"  ... and {len(summary.failed) - FAILURES_LISTED} more (status 'failed' in"
+                f" {out / 'files.csv'})",
+                file=sys.stderr,
+            )
+    return 0 if summary.ok_in_results else 1
