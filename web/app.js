@@ -11,6 +11,7 @@ import {
   errorText, initI18n, language, languageChoices, rememberLanguage, t,
 } from "./js/i18n.js";
 import { LiveView } from "./js/live.js";
+import { OverviewView } from "./js/overview.js";
 import { LiveSocket } from "./js/socket.js";
 import { UploadView } from "./js/upload.js";
 import { $, setUncertainBand } from "./js/util.js";
@@ -44,6 +45,8 @@ class App {
       sourceLabel: (id) => this.sourceLabel(id),
     });
     this.live = new LiveView(this);
+    this.overview = new OverviewView(this);
+    this.liveMode = null; // "overview" or "source" while the Live view shows
     this.history = new HistoryView(this);
     this.upload = new UploadView(this);
     this.socket = new LiveSocket(liveSocketUrl, {
@@ -57,7 +60,10 @@ class App {
 
   #wire() {
     window.addEventListener("hashchange", () => this.route());
-    $("#source-select").addEventListener("change", (event) => this.selectSource(event.target.value));
+    $("#source-select").addEventListener("change", (event) => {
+      if (this.view === "live") location.hash = `#live/${encodeURIComponent(event.target.value)}`;
+      else this.selectSource(event.target.value);
+    });
     const langSelect = $("#lang-select");
     langSelect.replaceChildren(...languageChoices().map(([code, name]) => {
       const option = document.createElement("option");
@@ -106,6 +112,11 @@ class App {
         button.disabled = false;
       }
     });
+    // The alert banner sticks right under the top bar, however tall the top bar is.
+    const topbar = $(".topbar");
+    new ResizeObserver(() => {
+      document.documentElement.style.setProperty("--topbar-h", `${Math.ceil(topbar.offsetHeight)}px`);
+    }).observe(topbar);
     document.addEventListener("visibilitychange", () => {
       if (document.visibilityState === "visible") this.socket.retryNow();
     });
@@ -198,10 +209,34 @@ class App {
       else link.removeAttribute("aria-current");
     }
     document.body.dataset.view = view;
+    this.liveArg = view === "live" && arg ? decodeURIComponent(arg) : null;
+    this.#applyLiveMode();
     if (!this.started) return;
-    if (view === "live") this.live.ensureChart();
     if (view === "history") this.history.show(arg);
     if (view === "alerts" && changed) this.loadAlertLog();
+  }
+
+  /**
+   * The Live view of a box with several sources opens on the overview (#live); #live/<id> is
+   * one enclosure's full view. With one source #live is that source's full view.
+   */
+  #applyLiveMode() {
+    const { sources } = this.state;
+    const several = sources.length > 1;
+    const wanted = this.liveArg && sources.some((s) => s.id === this.liveArg) ? this.liveArg : null;
+    const mode = this.view !== "live" ? null : several && !wanted ? "overview" : "source";
+    if (wanted && wanted !== this.state.selectedSource) this.selectSource(wanted);
+    $("#view-overview").hidden = mode !== "overview";
+    $("#view-live").hidden = mode !== "source";
+    $("#live-back").hidden = !several;
+    document.body.dataset.liveMode = mode || "";
+    // The source picker switches between full views; the overview's tiles do that there.
+    $("#source-pick").hidden = !several || mode === "overview";
+    const previous = this.liveMode;
+    this.liveMode = mode;
+    this.overview.show(mode === "overview");
+    if (mode === "source" && this.started) this.live.ensureChart();
+    if (mode !== previous) this.#watchSelected();
   }
 
   // ---------------------------------------------------------------- live events ------------
@@ -244,6 +279,7 @@ class App {
       case "stats":
         this.state.stats = msg;
         this.#mergeSourceStatus(msg);
+        this.overview.changed();
         return this.live.renderHealth();
       default:
         return undefined;
@@ -260,7 +296,8 @@ class App {
     s.alerts = new Map((msg.alerts || []).map((a) => [a.id, a]));
     s.stats = msg.stats || null;
     this.#renderSources();
-    this.#watchSelected();
+    this.#applyLiveMode();
+    this.#watchSelected(); // a fresh connection watches nothing until told
     this.live.renderAll();
     this.renderAlerts();
     if (this.view === "history") this.history.changed(this.history.selected);
@@ -287,7 +324,6 @@ class App {
       option.selected = s.id === this.state.selectedSource;
       return option;
     }));
-    $("#source-pick").hidden = sources.length < 2;
   }
 
   /** The enclosure's name for a source id (the id itself when the service gave no name). */
@@ -298,14 +334,15 @@ class App {
   selectSource(id) {
     this.state.selectedSource = id;
     localStorage.setItem(SOURCE_KEY, id);
+    $("#source-select").value = id;
     this.#watchSelected();
     this.live.renderAll();
   }
 
   /** Ask for the selected source's meters and spectrogram only (the service computes a
-   * spectrogram only for sources someone watches). */
+   * spectrogram only for sources someone watches); the overview watches none. */
   #watchSelected() {
-    const source = this.state.selectedSource;
+    const source = this.liveMode === "overview" ? null : this.state.selectedSource;
     this.socket.send({ type: "watch", sources: source ? [source] : [] });
   }
 
@@ -321,6 +358,7 @@ class App {
       }
     }
     this.live.onSegment(seg);
+    this.overview.changed();
   }
 
   onEncounter({ action, encounter }) {
@@ -335,6 +373,7 @@ class App {
       if (action === "started" || action === "stopped") this.live.rebuildChart();
     }
     this.history.changed(encounter.id);
+    this.overview.changed();
   }
 
   onAlert({ action, alert }) {
@@ -351,6 +390,7 @@ class App {
     const count = $("#alert-count");
     count.textContent = String(open.length);
     count.hidden = open.length === 0;
+    this.overview.changed();
   }
 
   async acknowledge(alert) {
