@@ -26,7 +26,13 @@ from pathlib import Path
 from typing import Literal
 
 from model import constants as C
-from service.alerts import FailureAlarm, FailureRule, OutboxWorker, alarm_column
+from service.alerts import (
+    FailureAlarm,
+    FailureRule,
+    OutboxWorker,
+    WebhookDeliverer,
+    alarm_column,
+)
 from service.config import Settings
 from service.encounter import EncounterBook, EncounterRules
 from service.errors import UnknownSource
@@ -37,11 +43,12 @@ from service.records import (
     EncounterRecord,
     EncounterRow,
     LiveRecords,
+    OutboxTarget,
     Outcome,
     Removed,
     SegmentRow,
 )
-from service.storage import Storage
+from service.storage import Storage, webhook_label
 from service.storage_thread import StorageThread
 from service.types import (
     CallEvent,
@@ -112,9 +119,13 @@ class Monitor:
             )
         st = settings.storage
         self.store = StorageThread(lambda: Storage(st.data_dir, keep_clips=st.keep_clips))
-        self.outbox = OutboxWorker(
-            self.store, schedule=a.retry_schedule_s, timeout_s=a.webhook_timeout_s
-        )
+        self.outbox = OutboxWorker(self.store, schedule=a.retry_schedule_s)
+        """Alert delivery; a channel (``service.alerts.Deliverer``) registers before start()."""
+        self.outbox.register(WebhookDeliverer(timeout_s=a.webhook_timeout_s))
+        self.alert_targets: list[OutboxTarget] = [
+            OutboxTarget("webhook", str(u), webhook_label(str(u))) for u in a.webhook_urls
+        ]
+        """One outbox row of each is stored with every alert; a channel adds its own."""
         self._alarms: dict[int, FailureAlarm] = {}
         self._origins: dict[str, float] = {}
         self.source_status: dict[str, SourceHealth] = {s.id: "starting" for s in settings.sources}
@@ -486,21 +497,20 @@ class Monitor:
         p_failure: float | None,
         message: str,
     ) -> AlertRow:
-        """Store the alert and its webhook deliveries, log it, publish it, wake delivery."""
-        urls = [str(u) for u in self.settings.alerts.webhook_urls]
+        """Store the alert and its deliveries (outbox), log it, publish it, wake delivery."""
         alert = storage.add_alert(
             kind=kind,
             message=message,
             source=source,
             encounter_id=encounter_id,
             p_failure=p_failure,
-            webhook_urls=urls,
+            targets=self.alert_targets,
             payload=webhook_body,
         )
         self.alerts_raised += 1
         log.warning("ALERT %d %s: %s", alert.id, kind, message)
         self.hub.publish_threadsafe(AlertMsg(action="raised", alert=Alert.of(alert)))
-        if urls:
+        if self.alert_targets:
             self.outbox.wake()
         return alert
 

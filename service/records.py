@@ -8,7 +8,7 @@ UTC strings (``storage.iso``), which is also what the wire sends.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 AlertKind = Literal["failure_dominates", "audio_stalled", "test"]
 Outcome = Literal["success", "failure", "unknown"]
@@ -79,19 +79,50 @@ class AlertRow:
         return self.acknowledged_at is not None
 
 
+ChannelKind = str
+"""An outbox channel: ``webhook``, ``apprise``, ``mqtt``, or whatever a deliverer registers
+(``service.alerts.OutboxWorker.register``)."""
+
+DeliveryStatus = Literal["pending", "delivered", "failed"]
+
+
+class OutboxTarget(NamedTuple):
+    """Where one delivery of an alert goes: ``Storage.add_alert(targets=...)`` makes one outbox
+    row of each. ``target`` addresses it within its channel (a webhook URL, the key of an
+    Apprise URL, an MQTT topic); ``label`` names it for people, without secrets."""
+
+    channel: ChannelKind
+    target: str
+    label: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxRow:
-    """One webhook delivery of an alert (``next_attempt_at`` in unix seconds)."""
+    """One delivery of an alert through one channel (``next_attempt_at`` in unix seconds).
+
+    Pending until ``delivered_at`` or ``failed_at`` is set; ``failed_at`` marks a delivery
+    given up for good (its deliverer said retrying cannot help), ``last_error`` the latest
+    attempt's reason.
+    """
 
     id: int
     alert_id: int
-    url: str
+    channel: ChannelKind
+    target: str
+    label: str
     payload: str
     attempts: int
     next_attempt_at: float
     delivered_at: str | None
+    failed_at: str | None
     last_error: str | None
     created_at: str
+
+    @property
+    def status(self) -> DeliveryStatus:
+        if self.delivered_at is not None:
+            return "delivered"
+        return "pending" if self.failed_at is None else "failed"
 
 
 @dataclass(frozen=True, slots=True)

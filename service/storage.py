@@ -1,4 +1,4 @@
-"""SQLite (WAL) storage for encounters, segments, alerts and the webhook outbox, plus FLAC clips.
+"""SQLite (WAL) storage for encounters, segments, alerts and the alert outbox, plus FLAC clips.
 
 Ownership: a ``Storage`` holds one sqlite3 connection, created by and used from one thread only
 (sqlite3's ``check_same_thread`` enforces it). In the service that thread is the monitor's
@@ -36,6 +36,7 @@ from service.records import (
     EncounterRow,
     LiveRecords,
     OutboxRow,
+    OutboxTarget,
     Removed,
     SegmentRow,
 )
@@ -110,6 +111,18 @@ _MIGRATIONS: tuple[str, ...] = (
         created_at TEXT NOT NULL
     );
     CREATE INDEX outbox_due ON outbox (delivered_at, next_attempt_at);
+    """,
+    # The outbox serves several channels (webhook, apprise, mqtt): each row names its channel,
+    # its target within it and a label without secrets; failed_at marks a delivery given up.
+    # Rows already there are webhook deliveries and keep everything they hold.
+    """
+    ALTER TABLE outbox RENAME COLUMN url TO target;
+    ALTER TABLE outbox ADD COLUMN channel TEXT NOT NULL DEFAULT 'webhook';
+    ALTER TABLE outbox ADD COLUMN label TEXT NOT NULL DEFAULT '';
+    ALTER TABLE outbox ADD COLUMN failed_at TEXT;
+    DROP INDEX outbox_due;
+    CREATE INDEX outbox_due ON outbox (delivered_at, failed_at, next_attempt_at);
+    CREATE INDEX outbox_alert ON outbox (alert_id);
     """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -386,17 +399,20 @@ class Storage:
         source: str | None = None,
         encounter_id: int | None = None,
         p_failure: float | None = None,
+        targets: Iterable[OutboxTarget | tuple[str, str] | tuple[str, str, str]] = (),
         webhook_urls: Iterable[str] = (),
         payload: Callable[[AlertRow], str] | None = None,
         now: float | None = None,
     ) -> AlertRow:
-        """Store an alert and, in the same transaction, one outbox row per webhook URL.
+        """Store an alert and, in the same transaction, one outbox row per delivery target.
 
-        ``payload(alert)`` makes each webhook body (JSON text) from the stored alert (default:
-        the row's fields as a JSON object); ``now`` (unix seconds) is when the first delivery
-        is due.
+        ``targets`` are ``(channel, target[, label])`` rows (``OutboxTarget``);
+        ``webhook_urls`` is short for ``("webhook", url)`` each. ``payload(alert)`` makes the
+        body every row carries (JSON text) from the stored alert (default: the row's fields as
+        a JSON object); ``now`` (unix seconds) is when the first delivery is due.
         """
-        urls = list(webhook_urls)
+        rows = [OutboxTarget("webhook", url, webhook_label(url)) for url in webhook_urls]
+        rows += [OutboxTarget(*t) for t in targets]
         created = utc_now()
         first_due = created.timestamp() if now is None else now
         self._db.execute("PRAGMA synchronous=FULL")
@@ -410,11 +426,11 @@ class Storage:
                 alert_id = int(cur.lastrowid or 0)
                 alert = self._alert(alert_id)
                 body = json.dumps(asdict(alert)) if payload is None else payload(alert)
-                for url in urls:
+                for row in rows:
                     self._db.execute(
-                        "INSERT INTO outbox (alert_id, url, payload, next_attempt_at, created_at)"
-                        " VALUES (?, ?, ?, ?, ?)",
-                        (alert_id, url, body, first_due, iso(created)),
+                        "INSERT INTO outbox (alert_id, channel, target, label, payload,"
+                        " next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (alert_id, *row, body, first_due, iso(created)),
                     )
         finally:
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -454,8 +470,7 @@ class Storage:
 
     def due_outbox(self, now: float, limit: int = 20) -> list[OutboxRow]:
         rows = self._db.execute(
-            "SELECT * FROM outbox WHERE delivered_at IS NULL AND next_attempt_at <= ?"
-            " ORDER BY id LIMIT ?",
+            f"SELECT * FROM outbox WHERE {_PENDING} AND next_attempt_at <= ? ORDER BY id LIMIT ?",
             (now, limit),
         ).fetchall()
         return [OutboxRow(**dict(r)) for r in rows]
@@ -463,7 +478,7 @@ class Storage:
     def next_outbox_due(self) -> float | None:
         """Unix time of the earliest pending delivery, or None when nothing is pending."""
         row = self._db.execute(
-            "SELECT MIN(next_attempt_at) FROM outbox WHERE delivered_at IS NULL"
+            f"SELECT MIN(next_attempt_at) FROM outbox WHERE {_PENDING}"
         ).fetchone()
         return None if row[0] is None else float(row[0])
 
@@ -479,22 +494,33 @@ class Storage:
         finally:
             self._db.execute("PRAGMA synchronous=NORMAL")
 
-    def outbox_failed(self, item_id: int, error: str, next_attempt_at: float) -> None:
+    def outbox_failed(
+        self, item_id: int, error: str, next_attempt_at: float, *, give_up: bool = False
+    ) -> None:
+        """Record a failed attempt: retry at ``next_attempt_at``, or never (``give_up``)."""
         with self._tx():
             self._db.execute(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?"
-                " WHERE id = ?",
-                (error[:500], next_attempt_at, item_id),
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?,"
+                " failed_at = ? WHERE id = ?",
+                (error[:500], next_attempt_at, iso(utc_now()) if give_up else None, item_id),
             )
 
     def outbox_pending(self) -> int:
-        return int(
-            self._db.execute("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL").fetchone()[0]
-        )
+        return int(self._db.execute(f"SELECT COUNT(*) FROM outbox WHERE {_PENDING}").fetchone()[0])
 
-    def outbox_rows(self) -> list[OutboxRow]:
-        rows = self._db.execute("SELECT * FROM outbox ORDER BY id").fetchall()
-        return [OutboxRow(**dict(r)) for r in rows]
+    def outbox_rows(self, alert_ids: Sequence[int] | None = None) -> list[OutboxRow]:
+        """Every outbox row (of the alerts ``alert_ids`` when given), oldest first."""
+        if alert_ids is None:
+            rows = self._db.execute("SELECT * FROM outbox ORDER BY id").fetchall()
+            return [OutboxRow(**dict(r)) for r in rows]
+        found: list[OutboxRow] = []
+        for chunk in _chunks(list(alert_ids), 500):
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT * FROM outbox WHERE alert_id IN ({marks}) ORDER BY id", chunk
+            ).fetchall()
+            found += [OutboxRow(**dict(r)) for r in rows]
+        return sorted(found, key=lambda r: r.id)
 
     # --- exports ----------------------------------------------------------------------------
     def all_encounters(self) -> list[EncounterRow]:
@@ -535,7 +561,7 @@ class Storage:
                 (cutoff,),
             ).rowcount
             self._db.execute(
-                "DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < ?", (cutoff,)
+                "DELETE FROM outbox WHERE COALESCE(delivered_at, failed_at) < ?", (cutoff,)
             )
         clips = sum(self._unlink(row["clip_path"]) for row in old_segments)
         clips += self._trim_clips(max_disk_bytes)
@@ -642,3 +668,17 @@ def _segment_row(row: sqlite3.Row) -> SegmentRow:
 
 def _alert_row(row: sqlite3.Row) -> AlertRow:
     return AlertRow(**dict(row))
+
+
+_PENDING = "delivered_at IS NULL AND failed_at IS NULL"
+"""SQL condition of an outbox row still to deliver."""
+
+
+def webhook_label(url: str) -> str:
+    """A webhook URL's scheme, host and port only: its credentials, path (a Slack hook's path
+    is its token) and query may carry secrets."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "<invalid URL>"
+    authority = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    return f"{scheme}://{authority.rpartition('@')[2]}"
