@@ -149,19 +149,29 @@ class Service:
         pytest.fail(f"timed out after {timeout_s} s waiting for {what}\n{self.log_tail()}")
 
 
-def start_service(root: Path, model: Path, encounter: dict[str, Any] | None = None) -> Service:
-    """A real ``pandapulse serve`` on a synthetic source, configured under ``root``."""
+def start_service(
+    root: Path,
+    model: Path,
+    encounter: dict[str, Any] | None = None,
+    sources: list[tuple[str, str]] | None = None,
+) -> Service:
+    """A real ``pandapulse serve`` on synthetic sources, configured under ``root``.
+
+    ``sources``: (id, enclosure) pairs, each a real-time synthetic source with its own seed;
+    default: the one source ``SOURCE_ID`` in ``ENCLOSURE``.
+    """
     if not PANDAPULSE.exists():
         pytest.fail(f"{PANDAPULSE} is missing: run `make setup` first")
     config = {
         "sources": [
             {
-                "id": SOURCE_ID,
-                "enclosure": ENCLOSURE,
+                "id": source_id,
+                "enclosure": enclosure,
                 "kind": "synthetic",
                 "realtime": True,
-                "seed": 11,
+                "seed": 11 + i,
             }
+            for i, (source_id, enclosure) in enumerate(sources or [(SOURCE_ID, ENCLOSURE)])
         ],
         "inference": {"model": str(model), "device": "cpu", "max_batch": 8},
         "encounter": {"auto": True, "min_segments_for_verdict": 2, **(encounter or {})},
@@ -216,9 +226,12 @@ class Console:
         page.on("pageerror", lambda e: self.errors.append(f"uncaught: {e}"))
 
 
-def new_page(browser: Any, width: int = 1280, height: int = 800) -> tuple[Any, Any, Console]:
-    """A fresh browser context (its own sessionStorage) and page, with console capture."""
-    context = browser.new_context(viewport={"width": width, "height": height})
+def new_page(
+    browser: Any, width: int = 1280, height: int = 800, locale: str = "en-US"
+) -> tuple[Any, Any, Console]:
+    """A fresh browser context (its own storage) and page, with console capture; ``locale``
+    is the browser's language, which the dashboard follows (English unless told)."""
+    context = browser.new_context(viewport={"width": width, "height": height}, locale=locale)
     context.set_default_timeout(30_000)
     page = context.new_page()
     console = Console()
@@ -242,3 +255,37 @@ def live_page(browser: Any, service: Service) -> Iterator[tuple[Any, Console]]:
 def screenshots() -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     return SCREENSHOTS
+
+
+LAYOUT_PROBLEMS_JS = """() => {
+    const problems = [];
+    const root = document.documentElement;
+    if (root.scrollWidth > root.clientWidth + 1) {
+        problems.push(`the page scrolls sideways: ${root.scrollWidth} > ${root.clientWidth}`);
+    }
+    const shown = (el) => el.getClientRects().length > 0;
+    for (const el of document.querySelectorAll(".topbar, .alert-banner, main > .view, main .card")) {
+        if (shown(el) && el.scrollWidth > el.clientWidth + 1) {
+            const name = el.id || el.dataset.testid || el.className;
+            problems.push(`${el.tagName.toLowerCase()} ${name}: ${el.scrollWidth} > ${el.clientWidth}`);
+        }
+    }
+    const top = document.querySelector(".topbar").getBoundingClientRect();
+    const tabs = document.querySelector(".tabs").getBoundingClientRect();
+    const right = document.querySelector(".topbar-right").getBoundingClientRect();
+    if (right.top >= tabs.bottom - 1) problems.push("the top bar wraps onto a second row");
+    const below = [...document.querySelectorAll(".alert-banner, main")].filter(shown);
+    for (const el of below) {
+        if (el.getBoundingClientRect().top < top.bottom - 1) {
+            problems.push(`${el.tagName.toLowerCase()} starts under the top bar`);
+        }
+    }
+    return problems;
+}"""
+
+
+def layout_problems(page: Any) -> list[str]:
+    """What overflows its card or the page sideways, and whether the top bar wraps (empty: fine)."""
+    page.evaluate("window.scrollTo(0, 0)")
+    problems: list[str] = page.evaluate(LAYOUT_PROBLEMS_JS)
+    return problems
