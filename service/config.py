@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -67,14 +68,33 @@ class ServerSettings(_Section):
     port: int = Field(default=8000, ge=1, le=65535)
     token: SecretStr | None = None
     """Bearer token required on every route but /healthz; None (no token) leaves the API open."""
+    admin_token: SecretStr | None = None
+    """Bearer token of the model routes (upload, activate, rollback, shadow); distinct from
+    ``token``, which the admin token also stands in for. None: model changes are refused while
+    ``token`` is set (and open only on an API without any token)."""
 
-    @field_validator("token")
+    @field_validator("token", "admin_token")
     @classmethod
     def _check_token(cls, value: SecretStr | None) -> SecretStr | None:
         # An empty line in an env file must not become a token that an empty ?token= matches.
         if value is not None and not value.get_secret_value().strip():
             raise ValueError("the token is blank: set a long random string, or leave it out")
         return value
+
+    @model_validator(mode="after")
+    def _check_admin_token(self) -> ServerSettings:
+        if (
+            self.token is not None
+            and self.admin_token is not None
+            and secrets.compare_digest(
+                self.token.get_secret_value().encode(), self.admin_token.get_secret_value().encode()
+            )
+        ):
+            raise ValueError(
+                "admin_token equals token: the keepers' token would then change models;"
+                " set two different random strings"
+            )
+        return self
 
     cors_origins: list[str] = Field(default_factory=list)
     """Origins allowed to call the API from a browser page they serve; [] = CORS closed."""

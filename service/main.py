@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TOKEN_ENV = "PANDAPULSE_TOKEN"
+ADMIN_TOKEN_ENV = "PANDAPULSE_ADMIN_TOKEN"
+"""The admin token (model routes), like ``PANDAPULSE_TOKEN`` for ``server.admin_token``."""
 M_MMAP_THRESHOLD = -3
 """glibc's ``mallopt`` parameter number for the mmap threshold (malloc.h)."""
 MMAP_THRESHOLD_BYTES = 128 * 1024
@@ -67,6 +69,11 @@ def build_settings(
         if not token.strip():
             raise ConfigError(f"the token (--token or ${TOKEN_ENV}) is empty")
         server["token"] = token
+    admin_token = env.get(ADMIN_TOKEN_ENV)
+    if admin_token is not None:
+        if not admin_token.strip():
+            raise ConfigError(f"${ADMIN_TOKEN_ENV} is empty")
+        server["admin_token"] = admin_token
     settings = load_settings(
         args.config, environ=env, overrides={"server": server} if server else None
     )

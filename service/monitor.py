@@ -48,6 +48,7 @@ from service.records import (
     Removed,
     SegmentRow,
 )
+from service.shadow import ShadowBook
 from service.storage import Storage, webhook_label
 from service.storage_thread import StorageThread
 from service.types import (
@@ -111,6 +112,8 @@ class Monitor:
         )
         self.alarm_column = alarm_column(class_names, a.alarm_class)
         """Which output column's running probability raises the alarm (None: no alarm)."""
+        self.shadow = ShadowBook(class_names, enc.uncertain_band)
+        """Agreement of the shadow model with the active one (``service.shadow``)."""
         if self.alarm_column is None:
             log.warning(
                 "the model's classes %s are not panda outcomes and alerts.alarm_class is not set:"
@@ -372,6 +375,8 @@ class Monitor:
             enc.add(ev.p_success, ev.end)
             running = enc.running_p_success
             verdict = enc.verdict(rules.min_segments_for_verdict, rules.uncertain_band)
+        if ev.shadow is not None:
+            self.shadow.add(ev.source_id, None if enc is None else enc.id, ev.p_success, ev.shadow)
         seg = storage.add_segment(
             encounter_id=None if enc is None else enc.id,
             source=ev.source_id,

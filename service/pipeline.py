@@ -10,6 +10,13 @@ Threads and what each owns
 - **inference worker** (``pipeline-inference``): owns the classifier. It takes up to
   ``max_batch`` queued segments from all sources, scores them in one forward pass, and hands
   each ``ScoredSegment`` to the sink. It owns the inference counters.
+
+Model swap: ``swap(classifier)`` and ``set_shadow(classifier)`` replace a reference that the
+worker reads once at the start of each batch, so a batch is scored whole by one model and the
+new one takes over at the next batch. The caller loads and warms the new ``Classifier`` on its
+own thread first; sources keep running throughout. A shadow model scores the same batch after
+the active one; its scores ride along in ``ScoredSegment.shadow`` and a failure of the shadow
+never costs the active scores.
 - **watchdog** (``pipeline-watchdog``): owns each lane's ``status``; reports ``stalled`` when a
   source delivered no audio for ``stall_after_s`` and ``ok`` when audio is back, ``stopped``
   when a file ends or the pipeline stops.
@@ -50,6 +57,7 @@ from service.types import (
     LaneCounters,
     PipelineCounters,
     ScoredSegment,
+    ShadowScore,
     SourceState,
     SourceStatus,
 )
@@ -158,12 +166,14 @@ class Pipeline:
         # Segments queued but not yet handed to the sink (guarded by _idle).
         self._idle = threading.Condition()
         self._pending = 0
+        self._shadow: Classifier | None = None
         # Owned by the inference worker (read by stats()):
         self._segments = 0
         self._batches = 0
         self._overruns = 0
         self._batch_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self._sink_errors = 0
+        self.shadow_errors = 0
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -363,10 +373,46 @@ class Pipeline:
             finally:
                 self._done(len(batch))
 
+    # -- model swap (any thread) ------------------------------------------------------------------
+
+    @property
+    def shadow(self) -> Classifier | None:
+        return self._shadow
+
+    def swap(self, classifier: Classifier) -> Classifier:
+        """Score from the next batch on with ``classifier`` (loaded and warmed by the caller);
+        returns the model it replaces. The batch in progress finishes with the old one."""
+        old, self.classifier = self.classifier, classifier
+        return old
+
+    def set_shadow(self, classifier: Classifier | None) -> Classifier | None:
+        """Run ``classifier`` beside the active model from the next batch on (None: stop);
+        returns the shadow it replaces."""
+        old, self._shadow = self._shadow, classifier
+        return old
+
     def _score(self, batch: list[_Job]) -> None:
+        # One read of each reference per batch: a swap takes effect at the next batch.
+        classifier = self.classifier
+        shadow_model = self._shadow
         t0 = time.perf_counter()
-        prediction = self.classifier.predict(stack([job.segment for job in batch]))
+        segments = stack([job.segment for job in batch])
+        prediction = classifier.predict(segments)
         elapsed_ms = (time.perf_counter() - t0) * 1000.0
+        shadows: list[ShadowScore | None] = [None] * len(batch)
+        if shadow_model is not None:
+            try:
+                other = shadow_model.predict(segments)
+            except Exception:  # the shadow is on trial: its failure costs nothing live
+                self.shadow_errors += 1
+                log.exception("pipeline: shadow model %s failed a batch", shadow_model.version)
+            else:
+                shadows = [
+                    ShadowScore(
+                        shadow_model.version, float(other.p_success[i]), float(other.p_failure[i])
+                    )
+                    for i in range(len(batch))
+                ]
         now = time.monotonic()
         self._batches += 1
         self._segments += len(batch)
@@ -387,10 +433,12 @@ class Pipeline:
                     p_failure=float(prediction.p_failure[i]),
                     attention=prediction.attention[i].copy(),
                     levels_db=(float(rms[0]), float(rms[1])),
-                    model_version=self.classifier.version,
+                    model_version=classifier.version,
                     processing_ms=elapsed_ms,
                     ready_at=job.ready_at,
                     cut_at=job.queued_at,
+                    batch=self._batches,
+                    shadow=shadows[i],
                 ),
             )
 

@@ -164,3 +164,31 @@ class Removed:
             "clips": self.clips,
         }
         return ", ".join(f"{n} {what}" for what, n in counts.items() if n)
+
+
+ModelRole = Literal["active", "previous", "shadow", "config"]
+"""``active``/``previous``/``shadow``: the models the service runs (``active`` and ``previous``
+only once a model was activated through the API); ``config``: the version of
+``inference.model`` when that activation happened (a different one there since wins)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRow:
+    """A stored checkpoint (``<data_dir>/models/<version>.safetensors``) and its model card.
+
+    ``origin`` is ``upload`` (``POST /api/models``) or ``config`` (``inference.model``, copied
+    in at start-up so it can be activated again); ``card`` is the checkpoint's metadata as JSON
+    text (training data summary, metrics without the per-epoch history, training settings).
+    """
+
+    version: str
+    path: str
+    origin: str
+    filename: str
+    uploaded_at: str
+    size_bytes: int
+    format: str
+    class_names: tuple[str, str]
+    feature_kind: str
+    n_features: int
+    card: str

@@ -35,6 +35,8 @@ from service.records import (
     EncounterRecord,
     EncounterRow,
     LiveRecords,
+    ModelRole,
+    ModelRow,
     OutboxRow,
     OutboxTarget,
     Removed,
@@ -123,6 +125,26 @@ _MIGRATIONS: tuple[str, ...] = (
     DROP INDEX outbox_due;
     CREATE INDEX outbox_due ON outbox (delivered_at, failed_at, next_attempt_at);
     CREATE INDEX outbox_alert ON outbox (alert_id);
+    """,
+    # Stored models (POST /api/models) and which of them the service runs (model swap).
+    """
+    CREATE TABLE models (
+        version TEXT PRIMARY KEY,
+        path TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        filename TEXT NOT NULL DEFAULT '',
+        uploaded_at TEXT NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        format TEXT NOT NULL,
+        class_names TEXT NOT NULL,
+        feature_kind TEXT NOT NULL,
+        n_features INTEGER NOT NULL,
+        card TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE model_roles (
+        role TEXT PRIMARY KEY CHECK (role IN ('active', 'previous', 'shadow', 'config')),
+        version TEXT NOT NULL
+    );
     """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -522,6 +544,63 @@ class Storage:
             found += [OutboxRow(**dict(r)) for r in rows]
         return sorted(found, key=lambda r: r.id)
 
+    # --- models -----------------------------------------------------------------------------
+    def add_model(self, row: ModelRow) -> ModelRow:
+        """Record a stored checkpoint (its file is already in place); KeyError if its version
+        is stored already."""
+        try:
+            with self._tx():
+                self._db.execute(
+                    "INSERT INTO models (version, path, origin, filename, uploaded_at, size_bytes,"
+                    " format, class_names, feature_kind, n_features, card)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        row.version,
+                        row.path,
+                        row.origin,
+                        row.filename,
+                        row.uploaded_at,
+                        row.size_bytes,
+                        row.format,
+                        json.dumps(list(row.class_names)),
+                        row.feature_kind,
+                        row.n_features,
+                        row.card,
+                    ),
+                )
+        except sqlite3.IntegrityError as err:
+            raise KeyError(row.version) from err
+        return row
+
+    def get_model(self, version: str) -> ModelRow | None:
+        row = self._db.execute("SELECT * FROM models WHERE version = ?", (version,)).fetchone()
+        return None if row is None else _model_row(row)
+
+    def list_models(self) -> list[ModelRow]:
+        rows = self._db.execute("SELECT * FROM models ORDER BY uploaded_at, version").fetchall()
+        return [_model_row(r) for r in rows]
+
+    def model_roles(self) -> dict[ModelRole, str]:
+        rows = self._db.execute("SELECT role, version FROM model_roles").fetchall()
+        return {r["role"]: r["version"] for r in rows}
+
+    def set_model_roles(self, roles: dict[ModelRole, str | None]) -> None:
+        """Set (a version) or clear (None) each role given, in one transaction."""
+        self._db.execute("PRAGMA synchronous=FULL")
+        try:
+            with self._tx():
+                for role, version in roles.items():
+                    if version is None:
+                        self._db.execute("DELETE FROM model_roles WHERE role = ?", (role,))
+                    else:
+                        self._db.execute(
+                            "INSERT INTO model_roles (role, version) VALUES (?, ?)"
+                            " ON CONFLICT (role) DO UPDATE SET version = excluded.version",
+                            (role, version),
+                        )
+        finally:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+
     # --- exports ----------------------------------------------------------------------------
     def all_encounters(self) -> list[EncounterRow]:
         rows = self._db.execute("SELECT * FROM encounters ORDER BY id").fetchall()
@@ -668,6 +747,11 @@ def _segment_row(row: sqlite3.Row) -> SegmentRow:
 
 def _alert_row(row: sqlite3.Row) -> AlertRow:
     return AlertRow(**dict(row))
+
+
+def _model_row(row: sqlite3.Row) -> ModelRow:
+    names = json.loads(row["class_names"])
+    return ModelRow(**{**dict(row), "class_names": (str(names[0]), str(names[1]))})
 
 
 _PENDING = "delivered_at IS NULL AND failed_at IS NULL"

@@ -122,6 +122,12 @@ class ScoredSegment:
     cut_at : float
         ``time.monotonic()`` when the segmenter cut it (``cut_at - ready_at`` is the detector's
         delay: its hang-over for a call's last piece); 0.0 when unknown.
+    batch : int
+        Number of the inference batch that scored it (1, 2, ... per pipeline; 0 when unknown):
+        every segment of one batch was scored by the same model.
+    shadow : ShadowScore or None
+        The shadow model's score of the same segment, when one runs (never drives verdicts or
+        alerts).
     """
 
     source_id: str
@@ -136,6 +142,17 @@ class ScoredSegment:
     processing_ms: float
     ready_at: float
     cut_at: float = 0.0
+    batch: int = 0
+    shadow: ShadowScore | None = None
+
+
+@dataclass(frozen=True)
+class ShadowScore:
+    """A shadow model's P(class 0) and P(class 1) of a segment the active model scored."""
+
+    model_version: str
+    p_success: float
+    p_failure: float
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,20 @@ This is the one place a stored row (``service.records``) becomes what clients se
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from model import constants as C
-from service.records import AlertKind, AlertRow, EncounterRecord, EncounterRow, SegmentRow
+from service.records import (
+    AlertKind,
+    AlertRow,
+    EncounterRecord,
+    EncounterRow,
+    ModelRow,
+    SegmentRow,
+)
 from service.types import SourceHealth
 
 PROTOCOL_VERSION = 1
@@ -170,6 +178,29 @@ class StorageStats(_Wire):
     outbox_pending: int
 
 
+class ShadowAgreement(_Wire):
+    """One source's current encounter as the active and the shadow model scored it."""
+
+    encounter_id: int | None
+    segments: int
+    """Segments both models scored in this encounter (since the shadow started)."""
+    same_verdicts: float | None
+    """Share of those segments with the same verdict from both models (0..1)."""
+    mean_abs_diff: float | None
+    """Mean absolute difference of the two models' P(success)."""
+    active_p_success: float | None
+    shadow_p_success: float | None
+    """Each model's mean P(success) over those segments (its running figure)."""
+    active_verdict: str | None
+    shadow_verdict: str | None
+    """Each model's encounter verdict from its mean (``encounter.uncertain_band``)."""
+
+
+class ShadowStats(_Wire):
+    model_version: str
+    sources: dict[str, ShadowAgreement]
+
+
 class Stats(_Wire):
     uptime_s: float
     device: str
@@ -178,6 +209,8 @@ class Stats(_Wire):
     inference: InferenceStats
     ws: WsStats
     storage: StorageStats
+    shadow: ShadowStats | None = None
+    """The shadow model and its agreement with the active one; None when no shadow runs."""
 
 
 # --- WebSocket events ---------------------------------------------------------------------
@@ -275,6 +308,69 @@ class PredictResult(_Wire):
     p_success: float | None
     verdict: str | None
     uncertain_band: tuple[float, float]
+
+
+# --- models (/api/models) -------------------------------------------------------------------
+ModelRoleName = Literal["active", "shadow", "previous"]
+
+
+class ModelCard(_Wire):
+    """A stored checkpoint and its model card."""
+
+    version: str
+    role: ModelRoleName | None
+    """``active`` (scores the live audio), ``shadow`` (scores beside it), ``previous`` (what
+    ``rollback`` returns to), or None."""
+    origin: Literal["upload", "config"]
+    filename: str
+    uploaded_at: str
+    size_bytes: int
+    format: str
+    class_names: list[str]
+    feature_kind: str
+    n_features: int
+    val_auc: float | None
+    val_accuracy: float | None
+    calibrated: bool
+    recordings: int | None
+    """Recordings the model was trained on (its training data summary)."""
+    card: dict[str, Any]
+    """The checkpoint's metadata: training data summary, metrics, training settings."""
+
+    @classmethod
+    def of(cls, row: ModelRow, role: ModelRoleName | None) -> ModelCard:
+        card = json.loads(row.card or "{}")
+        metrics = card.get("metrics") or {}
+        recordings = (card.get("data") or {}).get("recordings")
+        return cls(
+            version=row.version,
+            role=role,
+            origin="config" if row.origin == "config" else "upload",
+            filename=row.filename,
+            uploaded_at=row.uploaded_at,
+            size_bytes=row.size_bytes,
+            format=row.format,
+            class_names=list(row.class_names),
+            feature_kind=row.feature_kind,
+            n_features=row.n_features,
+            val_auc=_number(metrics.get("val_auc")),
+            val_accuracy=_number(metrics.get("val_accuracy")),
+            calibrated="temperature" in (metrics.get("calibration") or {}),
+            recordings=recordings if isinstance(recordings, int) else None,
+            card=card,
+        )
+
+
+class ModelList(_Wire):
+    active: str
+    shadow: str | None
+    previous: str | None
+    models: list[ModelCard]
+    """Every stored model, oldest first."""
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _fields(row: object, model: type[BaseModel]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from model.classifier import Classifier
-from service.api import encounters, errors, live, predict
+from service.api import encounters, errors, live, models, predict
 from service.api.auth import install_log_redaction
 from service.api.runtime import Runtime
 from service.config import Settings
@@ -96,11 +96,13 @@ def create_app(settings: Settings, *, classifier: Classifier | None = None) -> F
     app.include_router(live.router)
     app.include_router(predict.router)
     app.include_router(encounters.router)
+    app.include_router(models.router)
+    app.include_router(models.admin)
     if settings.server.cors_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.server.cors_origins,
-            allow_methods=["GET", "POST", "PUT"],
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
     app.add_middleware(RequestLog)

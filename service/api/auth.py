@@ -5,6 +5,10 @@ A request is authorised when no token is configured, or when it presents the tok
 loads, ``<audio>`` sources or WebSockets), or in the ``pandapulse_token`` cookie that ``GET /``
 sets after a valid ``?token=`` (HttpOnly, SameSite=Strict, so the dashboard's own static files
 and links work and other sites cannot use it). Comparison is constant-time.
+
+The model routes (upload, activate, rollback, shadow) need the admin token
+(``server.admin_token``) instead: ``require_admin`` answers 401 without any valid token and
+403 to the keepers' token. The admin token is accepted wherever the keepers' token is.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import secrets
 from typing import Annotated
 
 from fastapi import Depends, Request, Response
+from pydantic import SecretStr
 from starlette.requests import HTTPConnection
 
 from service.api.errors import ApiError
@@ -43,14 +48,36 @@ def presented_tokens(conn: HTTPConnection) -> list[str]:
     return [t for t in found if t]
 
 
+def _matches_any(expected: SecretStr | None, presented: list[str]) -> bool:
+    if expected is None:
+        return False
+    secret = expected.get_secret_value()
+    # Check every presented value (no early exit on the first), so timing says nothing either.
+    results = [token_matches(secret, t) for t in presented]
+    return any(results)
+
+
+def _admin_token(conn: HTTPConnection) -> SecretStr | None:
+    token: SecretStr | None = getattr(conn.app.state.settings.server, "admin_token", None)
+    return token
+
+
 def is_authorised(conn: HTTPConnection) -> bool:
     token = conn.app.state.settings.server.token
     if token is None:
         return True
-    expected = token.get_secret_value()
-    # Check every presented value (no early exit on the first), so timing says nothing either.
-    results = [token_matches(expected, t) for t in presented_tokens(conn)]
-    return any(results)
+    presented = presented_tokens(conn)
+    keeper = _matches_any(token, presented)
+    admin = _matches_any(_admin_token(conn), presented)
+    return keeper or admin
+
+
+def is_admin(conn: HTTPConnection) -> bool:
+    """The admin token was presented, or no token at all is configured (an open API)."""
+    admin_token = _admin_token(conn)
+    if admin_token is None:
+        return conn.app.state.settings.server.token is None
+    return _matches_any(admin_token, presented_tokens(conn))
 
 
 async def require_token(request: Request) -> None:
@@ -67,12 +94,41 @@ async def require_token(request: Request) -> None:
 Authorised = Annotated[None, Depends(require_token)]
 
 
+async def require_admin(request: Request) -> None:
+    """Dependency of the model routes: 401 without a valid token, 403 for the keepers' token."""
+    if is_admin(request):
+        return
+    if not is_authorised(request):
+        raise ApiError(
+            401,
+            "unauthorized",
+            "this route needs the admin token: send 'Authorization: Bearer ADMIN_TOKEN'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if _admin_token(request) is None:
+        raise ApiError(
+            403,
+            "forbidden",
+            "model changes are turned off: set server.admin_token (or $PANDAPULSE_ADMIN_TOKEN)"
+            " to a token distinct from the keepers' token, and send that one",
+        )
+    raise ApiError(
+        403,
+        "forbidden",
+        "the keepers' token cannot change models: send the admin token (server.admin_token)",
+    )
+
+
 def remember_token(request: Request, response: Response) -> None:
     """Set the session cookie when the page was opened with a valid ``?token=`` (so the page's
     own requests for scripts, styles and the OpenAPI schema carry it)."""
     token = request.app.state.settings.server.token
     presented = request.query_params.get(QUERY_NAME)
-    if token is not None and presented and token_matches(token.get_secret_value(), presented):
+    if token is None or not presented:
+        return
+    keeper = _matches_any(token, [presented])
+    admin = _matches_any(_admin_token(request), [presented])
+    if keeper or admin:
         response.set_cookie(COOKIE_NAME, presented, httponly=True, samesite="strict", path="/")
 
 

@@ -13,22 +13,35 @@ import asyncio
 import contextlib
 import logging
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from model.classifier import Classifier
-from model.errors import AudioError
+from model.errors import AudioError, CheckpointError
 from service.config import Settings
 from service.hub import Hub
 from service.metrics import Counter, Metrics
+from service.models_store import (
+    ModelRejected,
+    choose_startup,
+    copy_config_model,
+    load_classifier,
+    model_file,
+)
 from service.monitor import Monitor
-from service.records import Removed
+from service.records import ModelRole, ModelRow, Removed
 from service.storage_thread import StorageClosed
 from service.wire import (
     Alert,
     Encounter,
     InferenceStats,
+    ModelCard,
     ModelInfo,
+    ModelList,
+    ModelRoleName,
     Segment,
+    ShadowAgreement,
+    ShadowStats,
     SnapshotMsg,
     SourceInfo,
     SourceStats,
@@ -69,6 +82,13 @@ class Runtime:
         self.predict_errors = 0
         self.retention_runs = 0
         self._tasks: list[asyncio.Task[None]] = []
+        self.model_lock = asyncio.Lock()
+        """Serialises model changes (upload, activate, rollback, shadow)."""
+        self.previous: Classifier | None = None
+        """The model the last activation replaced, kept loaded for ``rollback``."""
+        self.previous_version: str | None = None
+        self.configured_version: str | None = None
+        """Version of ``inference.model`` (None when a classifier was handed in)."""
 
     # --- life cycle ---------------------------------------------------------------------------
     @classmethod
@@ -78,10 +98,15 @@ class Runtime:
         hub = Hub(settings.server.ws_queue_size)
         hub.bind(asyncio.get_running_loop())
         inf = settings.inference
+        startup = None
         if classifier is None:
+            # A model activated through the API outlives a restart (service.models_store).
+            startup = await asyncio.to_thread(
+                choose_startup, settings.storage.data_dir, inf.model_path
+            )
             classifier = await asyncio.to_thread(
                 Classifier.from_checkpoint,
-                inf.model_path,
+                startup.active,
                 inf.device,
                 max_batch=inf.max_batch,
                 precision=inf.precision,
@@ -103,6 +128,8 @@ class Runtime:
             await asyncio.to_thread(monitor.stop)
             raise
         runtime = cls(settings, classifier, hub, monitor, pipeline)
+        if startup is not None:
+            await runtime._restore_models(startup.shadow, startup.previous, reset=startup.reset)
         runtime._tasks = [
             asyncio.create_task(runtime._stats_loop(), name="pandapulse-stats"),
             asyncio.create_task(runtime._retention_loop(), name="pandapulse-retention"),
@@ -119,6 +146,147 @@ class Runtime:
         await asyncio.to_thread(self.pipeline.stop)
         await asyncio.to_thread(self.monitor.stop)
         self.hub.close_all()
+
+    # --- models -------------------------------------------------------------------------------
+    async def _restore_models(
+        self, shadow: Path | None, previous: str | None, *, reset: bool
+    ) -> None:
+        """Record ``inference.model`` among the stored models, clear stale roles, resume the
+        persisted shadow (problems are logged: the service runs on without them)."""
+        inf = self.settings.inference
+        data_dir = self.settings.storage.data_dir
+        try:
+            row = await asyncio.to_thread(copy_config_model, data_dir, inf.model_path)
+            await self.monitor.store.arun(lambda s: s.get_model(row.version) or s.add_model(row))
+            self.configured_version = row.version
+        except (CheckpointError, OSError) as err:
+            log.warning("inference.model not recorded among the stored models: %s", err)
+        if reset:
+            await self._persist({"active": None, "previous": None, "shadow": None, "config": None})
+            return
+        self.previous_version = previous
+        if shadow is None:
+            return
+        try:
+            model = await asyncio.to_thread(load_classifier, shadow, inf)
+        except (CheckpointError, ModelRejected, RuntimeError, ValueError) as err:
+            log.error("shadow model %s not resumed: %s", shadow.name, err)
+            return
+        if model.class_names != self.classifier.class_names:
+            log.error("shadow model %s not resumed: its classes differ", model.version)
+            return
+        self.pipeline.set_shadow(model)
+        log.info("shadow model %s resumed", model.version)
+
+    @property
+    def shadow_version(self) -> str | None:
+        shadow = self.pipeline.shadow
+        return None if shadow is None else shadow.version
+
+    def role_of(self, version: str) -> ModelRoleName | None:
+        if version == self.model_version:
+            return "active"
+        if version == self.shadow_version:
+            return "shadow"
+        if version == self.previous_version:
+            return "previous"
+        return None
+
+    async def models(self) -> ModelList:
+        rows = await self.monitor.store.arun(lambda s: s.list_models())
+        return ModelList(
+            active=self.model_version,
+            shadow=self.shadow_version,
+            previous=self.previous_version,
+            models=[ModelCard.of(r, self.role_of(r.version)) for r in rows],
+        )
+
+    async def stored_model(self, version: str) -> ModelRow | None:
+        return await self.monitor.store.arun(lambda s: s.get_model(version))
+
+    async def _persist(self, roles: dict[ModelRole, str | None]) -> None:
+        await self.monitor.store.arun(lambda s: s.set_model_roles(roles))
+
+    async def _load(self, row: ModelRow) -> Classifier:
+        """Load and warm a stored model off the event loop and the inference thread."""
+        path = model_file(self.settings.storage.data_dir, row)
+        try:
+            model = await asyncio.to_thread(load_classifier, path, self.settings.inference)
+        except (CheckpointError, RuntimeError, ValueError) as err:
+            raise ModelRejected(f"stored model {row.version} cannot be loaded: {err}") from err
+        if model.class_names != self.classifier.class_names:
+            raise ModelRejected(
+                f"model {row.version} has classes {list(model.class_names)}, the live model"
+                f" {list(self.classifier.class_names)}"
+            )
+        return model
+
+    async def activate(self, row: ModelRow) -> None:
+        """Make ``row`` the live model from the next batch on (caller holds ``model_lock``).
+
+        The new model is loaded and warmed first; the pipeline's sources and queue run on
+        meanwhile, and the batch being scored finishes with the old model. The old model is
+        kept loaded for ``rollback``; the roles are on disk before the swap.
+        """
+        if row.version == self.model_version:
+            return
+        if row.version == self.previous_version and self.previous is not None:
+            model = self.previous
+        else:
+            model = await self._load(row)
+        old = self.classifier
+        stop_shadow = self.shadow_version == row.version
+        roles: dict[ModelRole, str | None] = {
+            "active": row.version,
+            "previous": old.version,
+            "config": self.configured_version,
+        }
+        if stop_shadow:
+            roles["shadow"] = None
+        await self._persist(roles)
+        if stop_shadow:
+            self.pipeline.set_shadow(None)
+        self.pipeline.swap(model)
+        self.classifier = model
+        self.monitor.model_version = model.version
+        self.previous, self.previous_version = old, old.version
+        log.info("model %s active (was %s)", model.version, old.version)
+
+    async def set_shadow(self, row: ModelRow | None) -> None:
+        """Run ``row`` as the shadow model from the next batch on; None stops the shadow
+        (caller holds ``model_lock``)."""
+        if row is None:
+            await self._persist({"shadow": None})
+            old = self.pipeline.set_shadow(None)
+            if old is not None:
+                log.info("shadow model %s stopped", old.version)
+            return
+        if row.version == self.shadow_version:
+            return
+        model = await self._load(row)
+        await self._persist({"shadow": row.version})
+        self.pipeline.set_shadow(model)
+        log.info("shadow model %s scores beside %s", model.version, self.model_version)
+
+    def shadow_stats(self) -> ShadowStats | None:
+        version = self.shadow_version
+        if version is None:
+            return None
+        book = self.monitor.shadow
+        sources = {}
+        for source, tally in book.current(version).items():
+            active, shadow = tally.active_p_success, tally.shadow_p_success
+            sources[source] = ShadowAgreement(
+                encounter_id=tally.encounter_id,
+                segments=tally.segments,
+                same_verdicts=_round(tally.share_same),
+                mean_abs_diff=_round(tally.mean_abs_diff),
+                active_p_success=_round(active),
+                shadow_p_success=_round(shadow),
+                active_verdict=None if active is None else book.verdict(active),
+                shadow_verdict=None if shadow is None else book.verdict(shadow),
+            )
+        return ShadowStats(model_version=version, sources=sources)
 
     # --- periodic tasks -----------------------------------------------------------------------
     async def _stats_loop(self) -> None:
@@ -204,6 +372,7 @@ class Runtime:
             ),
             ws=WsStats(clients=self.hub.clients, dropped=self.hub.dropped),
             storage=StorageStats(segments=self.monitor.segments_stored, outbox_pending=pending),
+            shadow=self.shadow_stats(),
         )
 
     def counters(self) -> list[Counter]:
@@ -237,6 +406,10 @@ class Runtime:
             alerts=[Alert.of(a) for a in live.alerts],
             stats=await self.stats(),
         )
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def _start_pipeline(settings: Settings, classifier: Classifier, monitor: Monitor) -> Pipeline:
