@@ -21,6 +21,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("model.evaluate", "cross-validate CGANet against SVM and FLDA (paper tables)"),
     "serve": ("service.main", "run the live monitoring service and dashboard"),
     "doctor": ("service.doctor", "check audio devices, GPU, model, data directory and config"),
+    "export-dataset": (
+        "service.export",
+        "write stored encounters with an outcome as a dataset folder for train/evaluate",
+    ),
 }
 
 

@@ -15,6 +15,7 @@ import ipaddress
 import os
 import re
 import secrets
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -211,6 +212,12 @@ class AlertSettings(_Section):
     webhook_urls: list[HttpUrl] = Field(default_factory=list)
     """Each alert is POSTed as JSON to every URL here (from the SQLite outbox, with retries)."""
     webhook_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    notify: list[SecretStr] = Field(default_factory=list)
+    """Apprise URLs (mailto://, tgram://, slack://, msteams://, dingtalk://, wecombot://,
+    json://, ...): each alert is sent through every one (from the SQLite outbox, with retries).
+    Secrets: give them in the environment (``PANDAPULSE__ALERTS__NOTIFY`` as a JSON list)."""
+    notify_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    """Longest one Apprise notification may take before the attempt counts as failed (s)."""
     retry_schedule_s: list[float] = Field(
         default_factory=lambda: [1.0, 2.0, 5.0, 15.0, 60.0, 300.0]
     )
@@ -222,6 +229,23 @@ class AlertSettings(_Section):
         if not value or any(v <= 0 for v in value):
             raise ValueError("retry_schedule_s must be a non-empty list of positive seconds")
         return value
+
+    @model_validator(mode="after")
+    def _check_notify(self) -> AlertSettings:
+        # Here rather than on each item, so that no error ever carries the URL (a secret).
+        from service.notify import check_url
+
+        seen: dict[str, int] = {}
+        for i, secret in enumerate(self.notify):
+            url = secret.get_secret_value().strip()
+            try:
+                check_url(url)
+            except ValueError as err:
+                raise ValueError(f"notify[{i}]: {err}") from None
+            if url in seen:
+                raise ValueError(f"notify[{i}]: repeats notify[{seen[url]}]")
+            seen[url] = i
+        return self
 
     @model_validator(mode="after")
     def _check_hysteresis(self) -> AlertSettings:
@@ -239,11 +263,91 @@ class StorageSettings(_Section):
     keep_days: float = Field(default=90.0, gt=0, le=36_500)
     """Closed encounters, their segments, clips and alerts older than this are deleted (days)."""
     max_disk_mb: float = Field(default=2048.0, gt=0)
-    """Clips are deleted oldest first while they use more than this (MiB); rows stay."""
+    """Clips and whole-encounter audio are deleted oldest first while together they use more
+    than this (MiB); rows stay."""
     keep_clips: bool = True
     """Store each scored segment's audio as FLAC (for review and retraining)."""
+    keep_encounter_audio: bool = True
+    """Keep each encounter's whole audio as captured (FLAC, both channels): what
+    ``pandapulse export-dataset`` turns into training data. Costs disk (README, "Whole-encounter
+    audio"; ``pandapulse doctor`` says how many hours fit); counted in ``max_disk_mb``."""
     retention_interval_s: float = Field(default=600.0, gt=0, le=86_400)
     """How often retention runs (s)."""
+
+
+_TOPIC_LEVEL = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$"
+
+
+def _default_box_id() -> str:
+    """This box's id on the broker: the host name, reduced to the id alphabet."""
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", socket.gethostname().split(".")[0]).strip("-_")
+    return (name or "pandapulse")[:64]
+
+
+class MqttSettings(_Section):
+    """Publishing to an MQTT broker (``service.mqtt``; topics in docs/PROTOCOL.md, "MQTT")."""
+
+    host: str | None = None
+    """The broker's host name or address; None (the default) = no MQTT."""
+    port: int = Field(default=1883, ge=1, le=65535)
+    """1883 plain, 8883 with TLS (by convention)."""
+    tls: bool = False
+    """Connect with TLS, checking the broker's certificate against the system CAs or ca_file."""
+    ca_file: Path | None = None
+    """CA certificate (PEM) that signed the broker's certificate; implies tls."""
+    username: str | None = None
+    password: SecretStr | None = None
+    """Set it in the environment: PANDAPULSE__MQTT__PASSWORD (never in a shared YAML file)."""
+    topic_prefix: str = Field(default="pandapulse", pattern=_TOPIC_LEVEL, max_length=128)
+    """First topic levels of everything this box publishes (no wildcards, no leading '/')."""
+    box_id: str = Field(default_factory=_default_box_id, pattern=_ID_PATTERN)
+    """This box's topic level (``<prefix>/<box_id>/...``); default: the host name. Unique per
+    broker: two boxes with one id overwrite each other's retained state."""
+    box_name: str = Field(default="", max_length=200)
+    """What the fleet view and Home Assistant call this box (default: box_id)."""
+    box_url: HttpUrl | None = None
+    """This box's dashboard as the fleet's browsers reach it (default: built from the host
+    name and server.port)."""
+    client_id: str = Field(default="", max_length=128)
+    """MQTT client id (default ``pandapulse-<box_id>``); unique per broker."""
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    """Keep-alive; the broker publishes this box's Last Will (offline) 1.5 times this after
+    the box went silent."""
+    publish_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    """How long an alert's publish waits for the broker's acknowledgement (QoS 1) before the
+    outbox retries it."""
+    discovery: bool = False
+    """Announce each enclosure to Home Assistant (MQTT discovery)."""
+    discovery_prefix: str = Field(default="homeassistant", pattern=_TOPIC_LEVEL, max_length=128)
+
+    @field_validator("host", "username", "password", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        # Compose passes an unset ${VAR:-} as "": that means "not configured", not "".
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return None if isinstance(text, str) and not text.strip() else value
+
+    @model_validator(mode="after")
+    def _check_credentials(self) -> MqttSettings:
+        if self.password is not None and self.username is None:
+            raise ValueError("password is set without a username: set mqtt.username too")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.host is not None
+
+    @property
+    def use_tls(self) -> bool:
+        return self.tls or self.ca_file is not None
+
+    @property
+    def name(self) -> str:
+        return self.box_name or self.box_id
+
+    @property
+    def client(self) -> str:
+        return self.client_id or f"pandapulse-{self.box_id}"
 
 
 def _demo_sources() -> list[SourceSettings]:
@@ -265,6 +369,7 @@ class Settings(BaseSettings):
     encounter: EncounterSettings = EncounterSettings()
     alerts: AlertSettings = AlertSettings()
     storage: StorageSettings = StorageSettings()
+    mqtt: MqttSettings = MqttSettings()
 
     @classmethod
     def settings_customise_sources(

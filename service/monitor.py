@@ -35,14 +35,17 @@ from service.alerts import (
 )
 from service.config import Settings
 from service.encounter import EncounterBook, EncounterRules
+from service.encounter_audio import PREROLL_S, EncounterAudio
 from service.errors import UnknownSource
 from service.hub import Hub
+from service.notify import AppriseDeliverer
 from service.records import (
     AlertKind,
     AlertRow,
     EncounterRecord,
     EncounterRow,
     LiveRecords,
+    OutboxRow,
     OutboxTarget,
     Outcome,
     Removed,
@@ -63,6 +66,8 @@ from service.types import (
 from service.wire import (
     Alert,
     AlertMsg,
+    Delivery,
+    DeliveryMsg,
     Encounter,
     EncounterMsg,
     LevelMsg,
@@ -122,6 +127,18 @@ class Monitor:
             )
         st = settings.storage
         self.store = StorageThread(lambda: Storage(st.data_dir, keep_clips=st.keep_clips))
+        self.audio = EncounterAudio(
+            self.store.offer,
+            self.wall_time,
+            enabled=st.keep_encounter_audio,
+            preroll_s=PREROLL_S,
+        )
+        """Whole-encounter audio; the pipeline hands it every block (``tap``)."""
+        self._scored_to: dict[str, int] = {}
+        """End sample of each source's latest stored segment (storage thread): a keeper's
+        encounter keeps audio from there, so every segment it gets lies in its audio."""
+        for source in settings.sources:
+            self.audio.add_source(source.id)
         self.outbox = OutboxWorker(self.store, schedule=a.retry_schedule_s)
         """Alert delivery; a channel (``service.alerts.Deliverer``) registers before start()."""
         self.outbox.register(WebhookDeliverer(timeout_s=a.webhook_timeout_s))
@@ -129,6 +146,14 @@ class Monitor:
             OutboxTarget("webhook", str(u), webhook_label(str(u))) for u in a.webhook_urls
         ]
         """One outbox row of each is stored with every alert; a channel adds its own."""
+        notify = AppriseDeliverer(
+            [u.get_secret_value() for u in a.notify],
+            timeout_s=a.notify_timeout_s,
+            source_names={s.id: s.enclosure or s.id for s in settings.sources},
+        )
+        self.outbox.register(notify)  # also with no URLs: it gives up rows of removed ones
+        self.alert_targets += [c.target for c in notify.channels]
+        self.outbox.on_change = self._deliveries_changed
         self._alarms: dict[int, FailureAlarm] = {}
         self._origins: dict[str, float] = {}
         self.source_status: dict[str, SourceHealth] = {s.id: "starting" for s in settings.sources}
@@ -154,10 +179,11 @@ class Monitor:
     def stop(self) -> None:
         """Stop delivery, finish queued jobs, close automatic encounters and the database."""
         self.outbox.stop()
-        self.store.stop(before=self._close_auto)
+        self.store.stop(before=self._shutdown)
 
     def _restore(self, storage: Storage) -> None:
         self.segments_stored = storage.count_segments()
+        self.audio.recover(storage)
         for row in storage.open_encounters():
             if row.auto:
                 # Its audio context is gone with the old process: close it where it stopped.
@@ -165,6 +191,11 @@ class Monitor:
                 continue
             p = [s.p_success for s in storage.segments_of(row.id)]
             self.book.track(row.id, row.source, auto=False, p_success=p)
+            self.audio.begin(storage, row.id, row.source, None)  # continues in a new file
+
+    def _shutdown(self, storage: Storage) -> None:
+        self._close_auto(storage)
+        self.audio.close_all(storage)
 
     def _close_auto(self, storage: Storage) -> None:
         for enc in self.book.all():
@@ -239,7 +270,13 @@ class Monitor:
         self._check_source(source)
         return await self.store.arun(
             lambda s: self._start_encounter(
-                s, source, auto=False, pair=pair, keeper=keeper, notes=notes
+                s,
+                source,
+                auto=False,
+                pair=pair,
+                keeper=keeper,
+                notes=notes,
+                from_sample=self._scored_to.get(source),
             )
         )
 
@@ -350,6 +387,35 @@ class Monitor:
     async def alerts(self, *, open_only: bool = False, limit: int = 100) -> list[AlertRow]:
         return await self.store.arun(lambda s: s.list_alerts(open_only=open_only, limit=limit))
 
+    async def alerts_with_deliveries(
+        self, *, open_only: bool = False, limit: int = 100
+    ) -> tuple[list[AlertRow], list[OutboxRow]]:
+        """Alerts, newest first, and the outbox rows (per-channel deliveries) of them."""
+
+        def read(s: Storage) -> tuple[list[AlertRow], list[OutboxRow]]:
+            alerts = s.list_alerts(open_only=open_only, limit=limit)
+            return alerts, s.outbox_rows([a.id for a in alerts])
+
+        return await self.store.arun(read)
+
+    async def alert_with_deliveries(self, alert_id: int) -> tuple[AlertRow, list[OutboxRow]] | None:
+        def read(s: Storage) -> tuple[AlertRow, list[OutboxRow]] | None:
+            alert = s.get_alert(alert_id)
+            return None if alert is None else (alert, s.outbox_rows([alert_id]))
+
+        return await self.store.arun(read)
+
+    def _deliveries_changed(self, alert_id: int) -> None:
+        """Publish the alert's per-channel results after an attempt (outbox worker thread)."""
+
+        def job(s: Storage) -> None:
+            rows = s.outbox_rows([alert_id])
+            self.hub.publish_threadsafe(
+                DeliveryMsg(alert_id=alert_id, deliveries=[Delivery.of(r) for r in rows])
+            )
+
+        self.store.run(job)
+
     async def live_records(self, n_segments: int) -> LiveRecords:
         return await self.store.arun(lambda s: s.live_records(n_segments))
 
@@ -363,9 +429,10 @@ class Monitor:
     # --- jobs (storage thread) --------------------------------------------------------------
     def _store_segment(self, storage: Storage, ev: ScoredSegment) -> None:
         self._close_if_silent(storage, ev.source_id, ev.start)
+        self._scored_to[ev.source_id] = ev.end
         enc = self.book.get(ev.source_id)
         if enc is None and self.book.needs_auto_open(ev.source_id):
-            self._start_encounter(storage, ev.source_id, auto=True)
+            self._start_encounter(storage, ev.source_id, auto=True, from_sample=ev.start)
             enc = self.book.get(ev.source_id)
         running = verdict = None
         old_verdict = None
@@ -440,7 +507,11 @@ class Monitor:
         pair: str = "",
         keeper: str = "",
         notes: str = "",
+        from_sample: int | None = None,
     ) -> EncounterRow:
+        """Open an encounter; its audio is kept from ``from_sample`` (the segment that opened
+        it, or the end of the source's latest scored segment) or, when None, from the next
+        block on."""
         current = self.book.get(source)
         if current is not None:
             self._stop_encounter(storage, current.id)
@@ -453,6 +524,7 @@ class Monitor:
             auto=auto,
         )
         self.book.track(row.id, source, auto=auto)
+        self.audio.begin(storage, row.id, source, from_sample)
         log.info(
             "encounter %d started on %s (%s)",
             row.id,
@@ -473,6 +545,7 @@ class Monitor:
         if enc is not None:
             self.book.forget(enc.source)
         self._alarms.pop(encounter_id, None)
+        self.audio.end(storage, encounter_id)
         row = storage.stop_encounter(encounter_id)
         self._publish_encounter("stopped", row)
         return row

@@ -50,6 +50,7 @@ from model.segmenter import DetectedSegment, SegmenterStep, StreamingSegmenter
 from service.audio.base import AudioSource
 from service.audio.meters import LevelMeter, SpectrogramStage, to_db
 from service.types import (
+    AudioBlock,
     CallEvent,
     ClockTick,
     EventSink,
@@ -121,6 +122,8 @@ class Pipeline:
     queue_segments : capacity of the segment queue
     watched : ``watched(source_id)`` says whether anyone displays that source; its level meter
         and spectrogram run only then (None: always)
+    tap : receives every block as read, on its source thread, before detection (the service's
+        whole-encounter audio, ``service.encounter_audio``); it must not wait
     """
 
     def __init__(
@@ -135,6 +138,7 @@ class Pipeline:
         overrun_after_s: float = float(C.SEGMENT_SECONDS),
         queue_segments: int = QUEUE_SEGMENTS,
         watched: Callable[[str], bool] | None = None,
+        tap: Callable[[AudioBlock], None] | None = None,
     ) -> None:
         ids = [s.source_id for s in sources]
         if not ids:
@@ -150,6 +154,8 @@ class Pipeline:
         self.stall_after_s = stall_after_s
         self.overrun_after_s = overrun_after_s
         self._watched = watched
+        self._tap = tap
+        self.tap_errors = 0
         self._lanes = {
             s.source_id: _Lane(
                 s,
@@ -282,6 +288,7 @@ class Pipeline:
                 lane.levels.reset(block.start)
                 lane.spectrogram.reset(block.start)
             lane.block_ends.append((block.end, block.captured_at))
+            self._tap_block(block)
             step = lane.segmenter.step(block.audio)
             if self._watched is None or self._watched(lane.source.source_id):
                 if not lane.displayed:  # nobody watched until now: start from this block
@@ -300,6 +307,17 @@ class Pipeline:
             self._publish(lane, step)
         # Stopping: what was cut so far is still scored.
         self._close_calls(lane)
+
+    def _tap_block(self, block: AudioBlock) -> None:
+        tap = self._tap
+        if tap is None:
+            return
+        try:
+            tap(block)
+        except Exception:  # keeping audio must never stop the detector
+            self.tap_errors += 1
+            if self.tap_errors <= 10 or self.tap_errors % 1000 == 0:
+                log.exception("pipeline: the audio tap failed (%d failures)", self.tap_errors)
 
     def _close_calls(self, lane: _Lane) -> None:
         self._publish(lane, lane.segmenter.flush())

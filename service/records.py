@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
+from model import constants as C
+
 AlertKind = Literal["failure_dominates", "audio_stalled", "test"]
 Outcome = Literal["success", "failure", "unknown"]
 
@@ -126,6 +128,36 @@ class OutboxRow:
 
 
 @dataclass(frozen=True, slots=True)
+class AudioPartRow:
+    """A stretch of an encounter's whole audio, as captured (``service.encounter_audio``).
+
+    ``path`` is relative to the data directory; the file holds ``frames`` samples from the
+    source's ``start_sample`` on (``gap_samples`` of them silence where audio was missing),
+    its first at ``started_at``. ``finished_at`` is None while it is written (or after a crash,
+    until the next start repairs it: ``repaired``); ``removed_at`` is set when retention
+    deleted the file (the row stays, so an export can say what is missing).
+    """
+
+    id: int
+    encounter_id: int
+    source: str
+    path: str
+    start_sample: int
+    started_at: str
+    frames: int
+    size_bytes: int
+    gap_samples: int
+    finished_at: str | None
+    repaired: bool
+    removed_at: str | None
+    created_at: str
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / C.SAMPLE_RATE
+
+
+@dataclass(frozen=True, slots=True)
 class EncounterRecord:
     """An encounter with its segments and alerts, oldest first (the History view's detail)."""
 
@@ -152,9 +184,11 @@ class Removed:
     segments: int = 0
     alerts: int = 0
     clips: int = 0
+    audio_files: int = 0
+    """Whole-encounter audio files (``service.encounter_audio``)."""
 
     def __bool__(self) -> bool:
-        return any((self.encounters, self.segments, self.alerts, self.clips))
+        return any((self.encounters, self.segments, self.alerts, self.clips, self.audio_files))
 
     def summary(self) -> str:
         counts = {
@@ -162,6 +196,7 @@ class Removed:
             "segments": self.segments,
             "alerts": self.alerts,
             "clips": self.clips,
+            "encounter audio files": self.audio_files,
         }
         return ", ".join(f"{n} {what}" for what, n in counts.items() if n)
 

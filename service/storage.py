@@ -10,12 +10,15 @@ the last transactions, never corrupts), ``synchronous=FULL`` around alert and ou
 an alert acknowledged to the pipeline is on disk.
 
 Layout under ``data_dir``: ``pandapulse.sqlite3`` (+ WAL files) and
-``clips/<source>/<YYYY-MM-DD>/<source>_<start sample>_<time>.flac`` (paths stored relative).
+``clips/<source>/<YYYY-MM-DD>/<source>_<start sample>_<time>.flac``, and whole-encounter audio
+``encounter-audio/<source>/<YYYY-MM-DD>/<source>_encounter<id>_<time>.flac``
+(``service.encounter_audio``; paths stored relative).
 Schema version lives in ``PRAGMA user_version``; ``_MIGRATIONS[i]`` upgrades from version i.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import sqlite3
@@ -32,6 +35,7 @@ from service.errors import StorageError
 from service.records import (
     AlertKind,
     AlertRow,
+    AudioPartRow,
     EncounterRecord,
     EncounterRow,
     LiveRecords,
@@ -47,6 +51,8 @@ log = logging.getLogger(__name__)
 
 DB_NAME = "pandapulse.sqlite3"
 CLIPS_DIR = "clips"
+ENCOUNTER_AUDIO_DIR = "encounter-audio"
+"""Whole-encounter audio (``service.encounter_audio``): ``<source>/<YYYY-MM-DD>/*.flac``."""
 CLIP_SUBTYPE = "PCM_24"
 """FLAC sample format of stored clips: 24-bit keeps quiet calls usable for retraining."""
 
@@ -145,6 +151,25 @@ _MIGRATIONS: tuple[str, ...] = (
         role TEXT PRIMARY KEY CHECK (role IN ('active', 'previous', 'shadow', 'config')),
         version TEXT NOT NULL
     );
+    """,
+    # Whole-encounter audio (service.encounter_audio): one row per file.
+    """
+    CREATE TABLE encounter_audio (
+        id INTEGER PRIMARY KEY,
+        encounter_id INTEGER NOT NULL REFERENCES encounters (id) ON DELETE CASCADE,
+        source TEXT NOT NULL,
+        path TEXT NOT NULL,
+        start_sample INTEGER NOT NULL,
+        started_at TEXT NOT NULL,
+        frames INTEGER NOT NULL DEFAULT 0,
+        size_bytes INTEGER NOT NULL DEFAULT 0,
+        gap_samples INTEGER NOT NULL DEFAULT 0,
+        finished_at TEXT,
+        repaired INTEGER NOT NULL DEFAULT 0,
+        removed_at TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX encounter_audio_encounter ON encounter_audio (encounter_id, id);
     """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -504,6 +529,17 @@ class Storage:
         ).fetchone()
         return None if row[0] is None else float(row[0])
 
+    def outbox_retry_now(self, channel: str, now: float) -> int:
+        """Make the pending deliveries of ``channel`` due at ``now`` (its receiver is back:
+        the MQTT broker reconnected); returns how many."""
+        with self._tx():
+            cur = self._db.execute(
+                f"UPDATE outbox SET next_attempt_at = ? WHERE {_PENDING} AND channel = ?"
+                " AND next_attempt_at > ?",
+                (now, channel, now),
+            )
+        return int(cur.rowcount)
+
     def outbox_delivered(self, item_id: int) -> None:
         self._db.execute("PRAGMA synchronous=FULL")
         try:
@@ -601,22 +637,131 @@ class Storage:
         finally:
             self._db.execute("PRAGMA synchronous=NORMAL")
 
+    # --- whole-encounter audio ------------------------------------------------------------------
+    @property
+    def encounter_audio_dir(self) -> Path:
+        return self.data_dir / ENCOUNTER_AUDIO_DIR
+
+    def add_audio_part(
+        self, *, encounter_id: int, source: str, path: str, start_sample: int, started_at: str
+    ) -> AudioPartRow:
+        """Record a part about to be written (``path`` relative to the data directory)."""
+        with self._tx():
+            cur = self._db.execute(
+                "INSERT INTO encounter_audio (encounter_id, source, path, start_sample,"
+                " started_at, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (encounter_id, source, path, int(start_sample), started_at, iso(utc_now())),
+            )
+        return self._audio_part(int(cur.lastrowid or 0))
+
+    def finish_audio_part(
+        self,
+        part_id: int,
+        *,
+        frames: int,
+        size_bytes: int,
+        gap_samples: int,
+        repaired: bool = False,
+    ) -> None:
+        """The part's file is complete (``frames`` 0: nothing was kept, the file is gone)."""
+        now = iso(utc_now())
+        with self._tx():
+            self._db.execute(
+                "UPDATE encounter_audio SET frames = ?, size_bytes = ?, gap_samples = ?,"
+                " finished_at = ?, repaired = ?,"
+                " removed_at = CASE WHEN ? = 0 THEN ? ELSE removed_at END WHERE id = ?",
+                (frames, size_bytes, gap_samples, now, int(repaired), frames, now, part_id),
+            )
+
+    def _audio_part(self, part_id: int) -> AudioPartRow:
+        row = self._db.execute("SELECT * FROM encounter_audio WHERE id = ?", (part_id,)).fetchone()
+        if row is None:
+            raise KeyError(part_id)
+        return _audio_row(row)
+
+    def audio_parts_of(self, encounter_id: int) -> list[AudioPartRow]:
+        """The encounter's audio parts, oldest first (removed ones included)."""
+        rows = self._db.execute(
+            "SELECT * FROM encounter_audio WHERE encounter_id = ? ORDER BY id", (encounter_id,)
+        ).fetchall()
+        return [_audio_row(r) for r in rows]
+
+    def unfinished_audio_parts(self) -> list[AudioPartRow]:
+        rows = self._db.execute(
+            "SELECT * FROM encounter_audio WHERE finished_at IS NULL ORDER BY id"
+        ).fetchall()
+        return [_audio_row(r) for r in rows]
+
+    def audio_file(self, part: AudioPartRow) -> Path | None:
+        """The part's file when it is complete and still on disk."""
+        if part.finished_at is None or part.removed_at is not None or part.frames == 0:
+            return None
+        path = self.data_dir / part.path
+        return path if path.is_file() else None
+
+    def encounter_audio_bytes(self) -> int:
+        return _bytes_under(self.encounter_audio_dir)
+
+    def encounter_audio_rate(self) -> tuple[float, float] | None:
+        """(seconds, bytes) of the complete parts on disk, or None before any: what this
+        box's audio really costs (``pandapulse doctor``)."""
+        row = self._db.execute(
+            "SELECT SUM(frames), SUM(size_bytes) FROM encounter_audio WHERE finished_at IS NOT"
+            " NULL AND removed_at IS NULL AND frames > 0"
+        ).fetchone()
+        if row is None or not row[0]:
+            return None
+        return row[0] / C.SAMPLE_RATE, float(row[1])
+
     # --- exports ----------------------------------------------------------------------------
     def all_encounters(self) -> list[EncounterRow]:
         rows = self._db.execute("SELECT * FROM encounters ORDER BY id").fetchall()
+        return [_encounter_row(r) for r in rows]
+
+    def encounters_where(
+        self,
+        *,
+        since: str | None = None,
+        source: str | None = None,
+        ids: Sequence[int] | None = None,
+    ) -> list[EncounterRow]:
+        """Encounters (oldest first) that started at or after ``since`` (ISO-8601 UTC), on
+        ``source``, among ``ids``; None means no condition."""
+        where: list[str] = []
+        args: list[str | int] = []
+        if since is not None:
+            where.append("started_at >= ?")
+            args.append(since)
+        if source is not None:
+            where.append("source = ?")
+            args.append(source)
+        if ids is not None:
+            where.append(f"id IN ({','.join('?' * len(ids))})" if ids else "0")
+            args.extend(ids)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._db.execute(f"SELECT * FROM encounters {clause} ORDER BY id", args).fetchall()
         return [_encounter_row(r) for r in rows]
 
     # --- retention ----------------------------------------------------------------------------
     def apply_retention(
         self, *, keep_days: float, max_disk_bytes: int, now: datetime | None = None
     ) -> Removed:
-        """Delete what is older than ``keep_days``, then clips (oldest first) beyond the budget.
+        """Delete what is older than ``keep_days``, then audio files (oldest first) beyond the
+        budget.
 
-        By age: encounters that ended before the cut-off (with their segments and alerts),
-        segments and acknowledged alerts without an encounter, delivered outbox rows, and the
-        clips of every deleted segment. By disk use: clips only; their rows stay, with no clip.
+        By age: encounters that ended before the cut-off (with their segments, alerts and
+        whole audio), segments and acknowledged alerts without an encounter, delivered outbox
+        rows, and the clips of every deleted segment. By disk use (clips and whole-encounter
+        audio together, ``max_disk_bytes``): the oldest files of either kind; their rows stay
+        (a segment without its clip, an audio part marked removed). A part being written is
+        never removed.
         """
         cutoff = iso((now or utc_now()) - timedelta(days=keep_days))
+        old_audio = self._db.execute(
+            "SELECT a.id, a.path FROM encounter_audio a JOIN encounters e"
+            " ON e.id = a.encounter_id WHERE e.ended_at IS NOT NULL AND e.ended_at < ?",
+            (cutoff,),
+        ).fetchall()
         with self._tx():
             old_segments = self._db.execute(
                 "SELECT id, clip_path FROM segments WHERE created_at < ? AND (encounter_id IS NULL"
@@ -643,31 +788,61 @@ class Storage:
                 "DELETE FROM outbox WHERE COALESCE(delivered_at, failed_at) < ?", (cutoff,)
             )
         clips = sum(self._unlink(row["clip_path"]) for row in old_segments)
-        clips += self._trim_clips(max_disk_bytes)
+        # Parts whose encounter was deleted went with it (ON DELETE CASCADE): now their files.
+        audio = sum(
+            self._unlink(row["path"])
+            for row in old_audio
+            if self._db.execute(
+                "SELECT 1 FROM encounter_audio WHERE id = ?", (row["id"],)
+            ).fetchone()
+            is None
+        )
+        trimmed_clips, trimmed_audio = self._trim_disk(max_disk_bytes)
         self._remove_empty_dirs()
-        return Removed(encounters=n_encounters, segments=len(ids), alerts=n_alerts, clips=clips)
+        return Removed(
+            encounters=n_encounters,
+            segments=len(ids),
+            alerts=n_alerts,
+            clips=clips + trimmed_clips,
+            audio_files=audio + trimmed_audio,
+        )
 
     def clips_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.clips_dir.rglob("*.flac") if p.is_file())
+        return _bytes_under(self.clips_dir)
 
-    def _trim_clips(self, max_bytes: int) -> int:
-        used = self.clips_bytes()
+    def _trim_disk(self, max_bytes: int) -> tuple[int, int]:
+        """Remove clips and finished audio parts, oldest first, until they fit in
+        ``max_bytes``: (clips, audio files) removed."""
+        used = self.clips_bytes() + self.encounter_audio_bytes()
         if used <= max_bytes:
-            return 0
-        removed = 0
-        rows = self._db.execute(
-            "SELECT id, clip_path FROM segments WHERE clip_path IS NOT NULL ORDER BY id"
-        ).fetchall()
-        for row in rows:
+            return 0, 0
+        clips = self._db.execute(
+            "SELECT created_at, id, clip_path AS path, 'clip' AS kind FROM segments"
+            " WHERE clip_path IS NOT NULL ORDER BY created_at, id"
+        )
+        parts = self._db.execute(
+            "SELECT created_at, id, path, 'audio' AS kind FROM encounter_audio"
+            " WHERE finished_at IS NOT NULL AND removed_at IS NULL ORDER BY created_at, id"
+        )
+        removed = {"clip": 0, "audio": 0}
+        for row in heapq.merge(clips.fetchall(), parts.fetchall(), key=lambda r: r[0]):
             if used <= max_bytes:
                 break
-            path = self.data_dir / row["clip_path"]
+            path = self.data_dir / row["path"]
             size = path.stat().st_size if path.is_file() else 0
             with self._tx():
-                self._db.execute("UPDATE segments SET clip_path = NULL WHERE id = ?", (row["id"],))
-            removed += self._unlink(row["clip_path"])
+                if row["kind"] == "clip":
+                    self._db.execute(
+                        "UPDATE segments SET clip_path = NULL WHERE id = ?", (row["id"],)
+                    )
+                else:
+                    self._db.execute(
+                        "UPDATE encounter_audio SET removed_at = ? WHERE id = ?",
+                        (iso(utc_now()), row["id"]),
+                    )
+            removed[row["kind"]] += self._unlink(row["path"])
             used -= size
-        return removed
+        return removed["clip"], removed["audio"]
 
     def _unlink(self, rel: str | None) -> int:
         if not rel:
@@ -682,7 +857,8 @@ class Storage:
         return 1
 
     def _remove_empty_dirs(self) -> None:
-        for path in sorted(self.clips_dir.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        below = [*self.clips_dir.rglob("*"), *self.encounter_audio_dir.rglob("*")]
+        for path in sorted(below, key=lambda p: len(p.parts), reverse=True):
             if path.is_dir() and not any(path.iterdir()):
                 path.rmdir()
 
@@ -749,11 +925,6 @@ def _alert_row(row: sqlite3.Row) -> AlertRow:
     return AlertRow(**dict(row))
 
 
-def _model_row(row: sqlite3.Row) -> ModelRow:
-    names = json.loads(row["class_names"])
-    return ModelRow(**{**dict(row), "class_names": (str(names[0]), str(names[1]))})
-
-
 _PENDING = "delivered_at IS NULL AND failed_at IS NULL"
 """SQL condition of an outbox row still to deliver."""
 
@@ -766,3 +937,23 @@ def webhook_label(url: str) -> str:
         return "<invalid URL>"
     authority = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
     return f"{scheme}://{authority.rpartition('@')[2]}"
+
+
+def _audio_row(row: sqlite3.Row) -> AudioPartRow:
+    return AudioPartRow(**{**dict(row), "repaired": bool(row["repaired"])})
+
+
+def _bytes_under(folder: Path) -> int:
+    """Bytes of the FLAC files below ``folder`` (0 when there is none)."""
+    total = 0
+    for path in folder.rglob("*.flac"):
+        try:
+            total += path.stat().st_size
+        except OSError:  # removed meanwhile
+            continue
+    return total
+
+
+def _model_row(row: sqlite3.Row) -> ModelRow:
+    names = json.loads(row["class_names"])
+    return ModelRow(**{**dict(row), "class_names": (str(names[0]), str(names[1]))})

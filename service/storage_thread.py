@@ -124,6 +124,21 @@ class StorageThread:
             return
         future.add_done_callback(self._log_failure)
 
+    def offer(self, fn: Callable[[Storage], object]) -> bool:
+        """``submit`` that never waits (from an audio thread): False, and nothing queued, while
+        storage is closed or ``JOB_SLOTS`` jobs are waiting."""
+        executor = self._executor
+        if executor is None or not self._slots.acquire(blocking=False):
+            return False
+        try:
+            future = executor.submit(self._job, fn)
+        except RuntimeError:  # shut down between the check and the submit
+            self._slots.release()
+            return False
+        future.add_done_callback(lambda _: self._slots.release())
+        future.add_done_callback(self._log_failure)
+        return True
+
     def _job(self, fn: Callable[[Storage], T]) -> T:
         if self._storage is None:
             raise StorageClosed("storage is closed")

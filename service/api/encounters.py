@@ -2,19 +2,38 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+from argparse import ArgumentTypeError
 from collections.abc import Iterable, Sequence
 
 from fastapi import APIRouter, Depends, Query, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.api.auth import require_token
 from service.api.deps import MonitorDep
 from service.api.errors import ApiError
+from service.export import (
+    EncounterCalls,
+    ExportOptions,
+    audacity_text,
+    encounter_calls,
+    parse_since,
+    plan_export,
+    raven_text,
+    zip_stream,
+)
 from service.records import Outcome
-from service.wire import Alert, Encounter, EncounterDetail, EncounterPage, Segment
+from service.wire import (
+    Alert,
+    AlertDetail,
+    Encounter,
+    EncounterDetail,
+    EncounterPage,
+    Segment,
+)
 
 router = APIRouter(dependencies=[Depends(require_token)])
 
@@ -127,6 +146,49 @@ async def export_encounters(monitor: MonitorDep) -> Response:
     )
 
 
+ZIP_MEDIA = "application/zip"
+
+
+async def _dataset_zip(
+    monitor: MonitorDep, options: ExportOptions, folder: str
+) -> StreamingResponse:
+    """The export streamed as a zip (read from storage first, then written off the loop)."""
+    data_dir = str(monitor.settings.storage.data_dir.resolve())
+    plan = await monitor.store.arun(lambda s: plan_export(s, options))
+    return StreamingResponse(
+        zip_stream(plan, folder, data_dir=data_dir),
+        media_type=ZIP_MEDIA,
+        headers={"Content-Disposition": f'attachment; filename="{folder}.zip"'},
+    )
+
+
+@router.get(
+    "/api/encounters/dataset.zip",
+    tags=["encounters"],
+    response_class=StreamingResponse,
+    responses={200: {"content": {ZIP_MEDIA: {}}}},
+)
+async def export_dataset(
+    monitor: MonitorDep,
+    since: str | None = Query(
+        None, max_length=40, description="encounters started on or after (YYYY-MM-DD, UTC)"
+    ),
+    source: str | None = Query(None, max_length=64),
+    include_all: bool = Query(
+        False, alias="all", description="also encounters without a success/failure outcome"
+    ),
+) -> StreamingResponse:
+    """The filtered encounters as a dataset folder, zipped: what `pandapulse export-dataset`
+    writes (manifest.csv, skipped.csv, each encounter's audio and its calls as a Raven table),
+    ready for `pandapulse train`."""
+    try:
+        when = None if since is None else parse_since(since)
+    except ArgumentTypeError as err:
+        raise ApiError(422, "invalid_request", str(err)) from err
+    options = ExportOptions(since=when, source=source, include_unlabelled=include_all)
+    return await _dataset_zip(monitor, options, "pandapulse-dataset")
+
+
 @router.get("/api/encounters/{encounter_id}", tags=["encounters"])
 async def get_encounter(encounter_id: int, monitor: MonitorDep) -> EncounterDetail:
     """One encounter with its segments and alerts."""
@@ -166,6 +228,62 @@ async def export_encounter(encounter_id: int, monitor: MonitorDep) -> Response:
     )
 
 
+@router.get(
+    "/api/encounters/{encounter_id}/dataset.zip",
+    tags=["encounters"],
+    response_class=StreamingResponse,
+    responses={200: {"content": {ZIP_MEDIA: {}}}},
+)
+async def export_encounter_dataset(encounter_id: int, monitor: MonitorDep) -> StreamingResponse:
+    """One encounter as a dataset folder, zipped (with or without an outcome)."""
+    if await monitor.store.arun(lambda s: s.get_encounter(encounter_id)) is None:
+        raise _not_found("encounter", encounter_id)
+    options = ExportOptions(encounter_ids=(encounter_id,), include_unlabelled=True)
+    return await _dataset_zip(monitor, options, f"pandapulse-encounter-{encounter_id}")
+
+
+async def _calls(encounter_id: int, monitor: MonitorDep) -> EncounterCalls:
+    calls = await monitor.store.arun(lambda s: encounter_calls(s, encounter_id))
+    if calls is None:
+        raise _not_found("encounter", encounter_id)
+    return calls
+
+
+@router.get(
+    "/api/encounters/{encounter_id}/calls.raven.txt",
+    tags=["encounters"],
+    response_class=PlainTextResponse,
+)
+async def calls_raven(encounter_id: int, monitor: MonitorDep) -> PlainTextResponse:
+    """The encounter's scored calls as a Raven Pro selection table: one selection per 2-s
+    segment, times from the start of its audio file, with P(success), P(failure), the model
+    version and the audio file it lies in."""
+    text = await asyncio.to_thread(raven_text, await _calls(encounter_id, monitor))
+    return PlainTextResponse(
+        text,
+        headers={
+            "Content-Disposition": f'attachment; filename="encounter-{encounter_id}.Table.1'
+            '.selections.txt"'
+        },
+    )
+
+
+@router.get(
+    "/api/encounters/{encounter_id}/calls.audacity.txt",
+    tags=["encounters"],
+    response_class=PlainTextResponse,
+)
+async def calls_audacity(encounter_id: int, monitor: MonitorDep) -> PlainTextResponse:
+    """The encounter's scored calls as an Audacity label track (start, end, label)."""
+    text = await asyncio.to_thread(audacity_text, await _calls(encounter_id, monitor))
+    return PlainTextResponse(
+        text,
+        headers={
+            "Content-Disposition": f'attachment; filename="encounter-{encounter_id}-labels.txt"'
+        },
+    )
+
+
 @router.get("/api/segments/{segment_id}/clip", tags=["encounters"], response_class=FileResponse)
 async def clip(segment_id: int, monitor: MonitorDep) -> FileResponse:
     """The segment's audio as captured (FLAC, 44.1 kHz stereo)."""
@@ -181,8 +299,19 @@ async def list_alerts(
     monitor: MonitorDep,
     open: bool = Query(False, description="only alerts nobody acknowledged yet"),
     limit: int = Query(100, ge=1, le=1000),
-) -> list[Alert]:
-    return [Alert.of(a) for a in await monitor.alerts(open_only=open, limit=limit)]
+) -> list[AlertDetail]:
+    """Alerts, newest first, each with its per-channel deliveries (webhook, Apprise, MQTT)."""
+    alerts, deliveries = await monitor.alerts_with_deliveries(open_only=open, limit=limit)
+    return [AlertDetail.with_deliveries(a, deliveries) for a in alerts]
+
+
+@router.get("/api/alerts/{alert_id}", tags=["alerts"])
+async def get_alert(alert_id: int, monitor: MonitorDep) -> AlertDetail:
+    """One alert with its per-channel deliveries."""
+    found = await monitor.alert_with_deliveries(alert_id)
+    if found is None:
+        raise _not_found("alert", alert_id)
+    return AlertDetail.with_deliveries(*found)
 
 
 @router.post("/api/alerts/{alert_id}/ack", tags=["alerts"])
@@ -195,6 +324,10 @@ async def acknowledge(alert_id: int, monitor: MonitorDep, body: AckBody | None =
 
 
 @router.post("/api/alerts/test", status_code=201, tags=["alerts"])
-async def test_alert(monitor: MonitorDep, body: TestAlertBody | None = None) -> Alert:
-    """Send a ``test`` alert through every channel (WebSocket, log, webhooks)."""
-    return Alert.of(await monitor.test_alert((body or TestAlertBody()).source))
+async def test_alert(monitor: MonitorDep, body: TestAlertBody | None = None) -> AlertDetail:
+    """Send a ``test`` alert through every channel (WebSocket, log, webhooks, Apprise
+    notifications, MQTT); its deliveries start pending (``GET /api/alerts/{id}`` and the
+    ``delivery`` event follow them)."""
+    alert = await monitor.test_alert((body or TestAlertBody()).source)
+    found = await monitor.alert_with_deliveries(alert.id)
+    return AlertDetail.with_deliveries(*found) if found else AlertDetail.with_deliveries(alert, [])

@@ -29,6 +29,8 @@ from service.models_store import (
     model_file,
 )
 from service.monitor import Monitor
+from service.mqtt import MqttPublisher
+from service.mqtt import attach as mqtt_attach
 from service.records import ModelRole, ModelRow, Removed
 from service.storage_thread import StorageClosed
 from service.wire import (
@@ -82,6 +84,8 @@ class Runtime:
         self.predict_errors = 0
         self.retention_runs = 0
         self._tasks: list[asyncio.Task[None]] = []
+        self.mqtt: MqttPublisher | None = None
+        """The MQTT publisher (a hub subscriber); None when ``mqtt.host`` is not set."""
         self.model_lock = asyncio.Lock()
         """Serialises model changes (upload, activate, rollback, shadow)."""
         self.previous: Classifier | None = None
@@ -121,13 +125,20 @@ class Runtime:
         monitor = Monitor(
             settings, hub, class_names=classifier.class_names, model_version=classifier.version
         )
+        mqtt = mqtt_attach(settings, monitor, model_version=classifier.version)
         await asyncio.to_thread(monitor.start)
         try:
+            if mqtt is not None:
+                mqtt.restore(await monitor.live_records(settings.server.ws_snapshot_segments))
+                mqtt.start()
             pipeline = await asyncio.to_thread(_start_pipeline, settings, classifier, monitor)
         except BaseException:
             await asyncio.to_thread(monitor.stop)
+            if mqtt is not None:
+                await asyncio.to_thread(mqtt.stop)
             raise
         runtime = cls(settings, classifier, hub, monitor, pipeline)
+        runtime.mqtt = mqtt
         if startup is not None:
             await runtime._restore_models(startup.shadow, startup.previous, reset=startup.reset)
         runtime._tasks = [
@@ -145,6 +156,8 @@ class Runtime:
         self._tasks = []
         await asyncio.to_thread(self.pipeline.stop)
         await asyncio.to_thread(self.monitor.stop)
+        if self.mqtt is not None:  # after the monitor: its last events still go out
+            await asyncio.to_thread(self.mqtt.stop)
         self.hub.close_all()
 
     # --- models -------------------------------------------------------------------------------
@@ -373,6 +386,7 @@ class Runtime:
             ws=WsStats(clients=self.hub.clients, dropped=self.hub.dropped),
             storage=StorageStats(segments=self.monitor.segments_stored, outbox_pending=pending),
             shadow=self.shadow_stats(),
+            mqtt=None if self.mqtt is None else self.mqtt.status(),
         )
 
     def counters(self) -> list[Counter]:
@@ -390,6 +404,21 @@ class Runtime:
             Counter("alerts_raised", m.alerts_raised, "Alerts raised"),
             Counter("calls_detected", m.calls, "Vocalizations detected"),
             Counter("storage_errors", m.store_errors, "Storage jobs that failed"),
+            Counter(
+                "encounter_audio_dropped_blocks",
+                m.audio.dropped_blocks,
+                "Audio blocks not kept in encounter audio (the disk fell behind; written as silence)",
+            ),
+            Counter(
+                "encounter_audio_write_errors",
+                m.audio.write_errors,
+                "Encounter audio files that could not be written",
+            ),
+            Counter(
+                "encounter_audio_seconds",
+                m.audio.seconds_written,
+                "Seconds of encounter audio written",
+            ),
             Counter("webhook_delivered", m.outbox.delivered, "Webhook deliveries that succeeded"),
             Counter(
                 "webhook_failed_attempts", m.outbox.failed_attempts, "Webhook attempts that failed"
@@ -439,6 +468,7 @@ def _start_pipeline(settings: Settings, classifier: Classifier, monitor: Monitor
         max_batch=settings.inference.max_batch,
         stall_after_s=settings.alerts.stall_after_s,
         watched=monitor.hub.watching,
+        tap=monitor.audio.tap,
     )
     pipeline.start()
     return pipeline
