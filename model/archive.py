@@ -519,13 +519,33 @@ class ResultsWriter:
             and row["mtime_ns"] == str(target.mtime_ns)
         )
 
-    def open(self, rescore: Iterable[str]) -> None:
+    def stored_calls(self, files: Iterable[str]) -> dict[str, list[Call]]:
+        """The calls ``calls.csv`` holds for ``files`` (in the order written)."""
+        wanted = set(files)
+        found: dict[str, list[Call]] = {f: [] for f in wanted}
+        if not wanted or not self.calls_csv.is_file():
+            return found
+        for row in _read(self.calls_csv, CALL_COLUMNS):
+            if row["file"] in wanted:
+                found[row["file"]].append(
+                    Call(
+                        start_s=float(row["start_s"]),
+                        end_s=float(row["end_s"]),
+                        p_success=float(row["p_success"]),
+                        p_failure=float(row["p_failure"]),
+                        verdict=row["verdict"],
+                    )
+                )
+        return found
+
+    def open(self, rescore: Iterable[str], *, changed: bool = False) -> None:
         """Drop earlier rows of the files about to be scored (and calls an interrupted run left
-        without their file's row), then open both tables for appending."""
+        without their file's row), then open both tables for appending. ``changed``: rows in
+        ``done`` were updated, so ``files.csv`` is rewritten in any case."""
         rescore = set(rescore)
         kept = {f: row for f, row in self.done.items() if f not in rescore}
-        if self.files_csv.is_file() and len(kept) != sum(
-            1 for _ in _read(self.files_csv, FILE_COLUMNS)
+        if self.files_csv.is_file() and (
+            changed or len(kept) != sum(1 for _ in _read(self.files_csv, FILE_COLUMNS))
         ):
             _rewrite(self.files_csv, FILE_COLUMNS, kept.values())
         self.done = kept
@@ -706,6 +726,34 @@ def write_raven(result: FileResult, out: str | Path) -> Path:
         return write_table(fallback, selections, annotation_column="Verdict")
 
 
+def backfill_raven(
+    writer: ResultsWriter, done: Sequence[Target], class_names: tuple[str, str]
+) -> int:
+    """Write the selection tables of files an earlier run scored whose table is missing, from
+    their rows in ``calls.csv``; record where in ``writer.done``. Returns how many."""
+    missing = [
+        t.path
+        for t in done
+        if not (writer.done[t.path]["raven"] and Path(writer.done[t.path]["raven"]).is_file())
+    ]
+    stored = writer.stored_calls(missing)
+    for path in missing:
+        row = writer.done[path]
+        result = FileResult(
+            file=path,
+            status=OK,
+            source_rate=int(row["source_rate"]) if row["source_rate"] else None,
+            model_version=row["model_version"],
+            class_names=class_names,
+            calls=tuple(stored[path]),
+        )
+        try:
+            row["raven"] = str(write_raven(result, writer.out))
+        except OSError as err:
+            print(f"pandapulse predict: no Raven table for {path}: {err}", file=sys.stderr)
+    return len(missing)
+
+
 # --- a whole run -------------------------------------------------------------------------------
 
 
@@ -734,13 +782,15 @@ def run_archive(
     workers: int = 1,
     scheduler: Any = None,
     raven: bool = False,
+    class_names: tuple[str, str] = C.CLASS_NAMES,
     progress: bool | None = None,
     on_result: Callable[[FileResult], None] | None = None,
 ) -> Summary:
     """Score every recording under ``inputs`` into the results folder ``out``, skipping those
     an earlier run finished; ``scheduler`` (an address or cluster) runs them on Dask, else
-    ``workers`` local processes. ``progress``: a tqdm bar on stderr (None: when it is a
-    terminal). Raises ``DataError`` for bad inputs (nothing found, a folder of another model)."""
+    ``workers`` local processes. ``raven``: a selection table per scored file, also for files
+    an earlier run scored (from ``calls.csv``; ``class_names`` name its score columns).
+    ``progress``: a tqdm bar on stderr (None: when it is a terminal). Raises ``DataError`` for bad inputs (nothing found, a folder of another model)."""
     from tqdm import tqdm
 
     started = time.monotonic()
@@ -754,7 +804,10 @@ def run_archive(
     todo = [t for t in targets if not writer.is_done(t)]
     summary.skipped = len(targets) - len(todo)
     by_path = {t.path: t for t in todo}
-    writer.open(by_path)
+    backfilled = 0
+    if raven:  # files scored by an earlier run without --raven (or whose table is gone)
+        backfilled = backfill_raven(writer, [t for t in targets if writer.is_done(t)], class_names)
+    writer.open(by_path, changed=backfilled > 0)
     print(
         f"{len(targets)} recordings; {summary.skipped} already scored in {writer.out};"
         f" scoring {len(todo)}"

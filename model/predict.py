@@ -11,6 +11,11 @@ without it in fp32, 11.0 against 10.6 s in bf16; ``bench/latency_bench.py`` time
 benefit off the CPU is expected, not measured here. Batches are formed and scored in order
 either way, so the answer does not depend on timing or block size: it is the one the whole
 decoded recording gives.
+
+Given folders (or ``--out``, ``--workers``, ``--scheduler``), ``pandapulse predict`` scores a
+whole archive into a results folder, file by file through ``analyse``, on worker processes or a
+Dask cluster: ``model.archive``. ``--raven`` writes a Raven selection table per scored file
+(``model.raven``).
 """
 
 from __future__ import annotations
@@ -440,6 +445,7 @@ def run_archive_command(args: argparse.Namespace, model_path: Path) -> int:
         workers=workers,
         scheduler=args.scheduler,
         raven=args.raven,
+        class_names=(str(meta["class_names"][0]), str(meta["class_names"][1])),
     )
     hours = summary.audio_s / 3600
     rate = hours / max(summary.wall_s / 60, 1e-9)

@@ -258,7 +258,11 @@ def test_worker_processes_and_a_dask_cluster_match_the_single_process_run(
 
 
 def test_raven_tables_beside_each_file_read_back_with_crowsetta(
-    tree: Path, single: Path, untrained_checkpoint: Path, tmp_path: Path
+    tree: Path,
+    single: Path,
+    untrained_checkpoint: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     out = tmp_path / "results"
     foreign = tree / "site-b" / "b.flac.selections.txt"  # a researcher's own table: kept
@@ -293,6 +297,20 @@ def test_raven_tables_beside_each_file_read_back_with_crowsetta(
             assert set(table.df["PandaPulse model"]) == {files[path]["model_version"]}
         assert files[str(tree / "broken.wav")]["raven"] == ""
         assert not Path(str(tree / "broken.wav") + ".selections.txt").exists()
+        # A second run with --raven writes the tables of done files that lack one, from
+        # calls.csv, without scoring them again: the same table.
+        table = Path(str(tree / "a.wav") + ".selections.txt")
+        before = table.read_text()
+        table.unlink()
+        capsys.readouterr()
+        rc = predict(
+            tree, "--model", untrained_checkpoint, "--out", out, "--workers", 1,
+            "--precision", "fp32", "--raven", "--json",
+        )  # fmt: skip
+        assert rc == 0
+        assert '"skipped": 4' in capsys.readouterr().out
+        assert table.read_text() == before
+        assert by_file(out)[0][str(tree / "a.wav")]["raven"] == str(table)
     finally:
         foreign.unlink()
         for table in tree.rglob("*.selections.txt"):
