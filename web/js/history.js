@@ -1,7 +1,7 @@
 // The History view: the encounters (paged), one encounter's timeline with its calls and alerts,
 // playing a call's clip, recording the outcome, CSV exports.
 
-import { download, getJson, sendJson } from "./api.js";
+import { download, getJson, getToken, sendJson, serviceUrl } from "./api.js";
 import { alertMessage, kindText } from "./alerts.js";
 import { ProbabilityChart } from "./chart.js";
 import { clipButton } from "./clips.js";
@@ -36,6 +36,7 @@ export class HistoryView {
     });
     $("#hist-export-all").addEventListener("click", () =>
       this.#download("api/encounters/export.csv", "pandapulse-encounters.csv"));
+    $("#hist-export-all").after(...this.#datasetControls());
   }
 
   async show(id) {
@@ -136,6 +137,9 @@ export class HistoryView {
           el("h2", {}, `${enc.enclosure || enc.source} · ${enc.pair || t("history.unnamed_pair")}`),
           el("div", { class: "actions" },
             el("button", { type: "button", onclick: () => this.#download(`api/encounters/${enc.id}/export.csv`, `pandapulse-encounter-${enc.id}.csv`) }, t("history.calls_csv")),
+            el("button", { type: "button", "data-testid": "raven-download", title: t("history.raven_hint"), onclick: () => this.#download(`api/encounters/${enc.id}/calls.raven.txt`, `pandapulse-encounter-${enc.id}.Table.1.selections.txt`) }, t("history.raven")),
+            el("button", { type: "button", "data-testid": "audacity-download", title: t("history.audacity_hint"), onclick: () => this.#download(`api/encounters/${enc.id}/calls.audacity.txt`, `pandapulse-encounter-${enc.id}-labels.txt`) }, t("history.audacity")),
+            el("button", { type: "button", "data-testid": "encounter-zip", title: t("history.encounter_zip_hint"), onclick: () => saveLarge(`api/encounters/${enc.id}/dataset.zip`) }, t("history.encounter_zip")),
             el("button", { type: "button", class: "ghost", onclick: () => { location.hash = "#history"; } }, t("common.close")))),
         el("dl", { class: "facts" },
           fact(t("history.keeper"), enc.keeper || "–"),
@@ -228,6 +232,29 @@ export class HistoryView {
     return form;
   }
 
+  /** The training-dataset export of the list: a start date, with or without unlabelled
+   * encounters, one zip (the folder `pandapulse export-dataset` writes). */
+  #datasetControls() {
+    const since = el("input", { type: "date", id: "hist-since", "aria-label": t("history.dataset_since") });
+    const all = el("input", { type: "checkbox", id: "hist-unlabelled" });
+    const button = el("button", {
+      type: "button",
+      id: "hist-dataset",
+      title: t("history.dataset_hint"),
+      onclick: () => {
+        const query = new URLSearchParams();
+        if (since.value) query.set("since", since.value);
+        if (all.checked) query.set("all", "true");
+        saveLarge(`api/encounters/dataset.zip?${query}`);
+      },
+    }, t("history.dataset_zip"));
+    return [
+      el("label", { class: "small" }, t("history.dataset_since"), " ", since),
+      el("label", { class: "check small" }, all, t("history.dataset_all")),
+      button,
+    ];
+  }
+
   async #download(path, name) {
     try {
       await download(path, name);
@@ -235,6 +262,21 @@ export class HistoryView {
       this.app.reportError(err, t("history.export_failed"));
     }
   }
+}
+
+/**
+ * Save a large download (a dataset zip: gigabytes of audio) straight to disk: the browser
+ * follows a link, with the token in the query (a link cannot send the header), instead of
+ * holding the whole file in memory as a blob.
+ */
+function saveLarge(path) {
+  const url = new URL(serviceUrl(path));
+  const token = getToken();
+  if (token) url.searchParams.set("token", token);
+  const link = el("a", { href: url.toString(), download: "" });
+  document.body.append(link);
+  link.click();
+  link.remove();
 }
 
 function fact(label, value) {
