@@ -300,9 +300,9 @@ class MqttSettings(_Section):
     """Set it in the environment: PANDAPULSE__MQTT__PASSWORD (never in a shared YAML file)."""
     topic_prefix: str = Field(default="pandapulse", pattern=_TOPIC_LEVEL, max_length=128)
     """First topic levels of everything this box publishes (no wildcards, no leading '/')."""
-    box_id: str = Field(default_factory=_default_box_id, pattern=_ID_PATTERN)
-    """This box's topic level (``<prefix>/<box_id>/...``); default: the host name. Unique per
-    broker: two boxes with one id overwrite each other's retained state."""
+    box_id: str | None = Field(default=None, pattern=_ID_PATTERN)
+    """This box's topic level (``<prefix>/<box_id>/...``); None: the host name (``box``).
+    Unique per broker: two boxes with one id overwrite each other's retained state."""
     box_name: str = Field(default="", max_length=200)
     """What the fleet view and Home Assistant call this box (default: box_id)."""
     box_url: HttpUrl | None = None
@@ -342,12 +342,17 @@ class MqttSettings(_Section):
         return self.tls or self.ca_file is not None
 
     @property
+    def box(self) -> str:
+        """This box's id on the broker: ``box_id``, else the host name."""
+        return self.box_id or _default_box_id()
+
+    @property
     def name(self) -> str:
-        return self.box_name or self.box_id
+        return self.box_name or self.box
 
     @property
     def client(self) -> str:
-        return self.client_id or f"pandapulse-{self.box_id}"
+        return self.client_id or f"pandapulse-{self.box}"
 
 
 def _demo_sources() -> list[SourceSettings]:

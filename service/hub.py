@@ -105,6 +105,7 @@ class Hub:
         self._dropped_gone = 0
         self.published = 0
         self.disconnected_slow = 0
+        self._subscribers: list[Callable[[BaseModel], None]] = []
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Attach to the event loop that serves the WebSockets (called in the lifespan)."""
@@ -141,8 +142,24 @@ class Hub:
         return self._dropped_gone + sum(c.dropped for c in self._clients)
 
     # --- publishing -------------------------------------------------------------------------
+    def subscribe(self, subscriber: Callable[[BaseModel], None]) -> None:
+        """Also hand every event but ``level`` and ``spectrogram`` to ``subscriber`` (the MQTT
+        publisher), on the publishing thread, before it is queued for the clients. It must not
+        block; an exception in it is logged and does not stop the event."""
+        self._subscribers.append(subscriber)
+
+    def _notify(self, message: BaseModel) -> None:
+        if _kind(message) in DISPLAY_TYPES:
+            return
+        for subscriber in self._subscribers:
+            try:
+                subscriber(message)
+            except Exception:
+                log.exception("event subscriber failed on a %s event", _kind(message))
+
     def publish(self, message: BaseModel) -> None:
         """Send ``message`` (a ``service.wire`` event) to every client. Loop thread only."""
+        self._notify(message)
         self.publish_text(_kind(message), message.model_dump_json(), _source(message))
 
     def publish_text(self, kind: str, text: str, source: str | None = None) -> None:
@@ -163,6 +180,7 @@ class Hub:
 
     def publish_threadsafe(self, message: BaseModel) -> None:
         """From any thread: serialise here, queue on the loop. Dropped if the loop is gone."""
+        self._notify(message)
         loop = self._loop
         if loop is None or loop.is_closed():
             return

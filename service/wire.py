@@ -11,6 +11,7 @@ This is the one place a stored row (``service.records``) becomes what clients se
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -19,9 +20,11 @@ from model import constants as C
 from service.records import (
     AlertKind,
     AlertRow,
+    DeliveryStatus,
     EncounterRecord,
     EncounterRow,
     ModelRow,
+    OutboxRow,
     SegmentRow,
 )
 from service.types import SourceHealth
@@ -117,6 +120,51 @@ class Alert(_Wire):
         return cls(**_fields(row, cls))
 
 
+class Delivery(_Wire):
+    """One channel's delivery of an alert (an outbox row): where to, by its label only."""
+
+    channel: str
+    """``webhook``, ``apprise``, ``mqtt``."""
+    label: str
+    """Which receiver, without secrets (``E-Mail · mailto://smtp.example.org``)."""
+    status: DeliveryStatus
+    attempts: int
+    last_error: str | None
+    """The latest failed attempt's reason (None once delivered)."""
+    next_attempt_at: str | None
+    """When the next attempt is due (while pending)."""
+    delivered_at: str | None
+    failed_at: str | None
+    """When it was given up (retrying could not help, e.g. the channel was removed)."""
+
+    @classmethod
+    def of(cls, row: OutboxRow) -> Delivery:
+        due = datetime.fromtimestamp(row.next_attempt_at, UTC).isoformat(timespec="milliseconds")
+        return cls(
+            channel=row.channel,
+            label=row.label or row.channel,
+            status=row.status,
+            attempts=row.attempts,
+            last_error=row.last_error,
+            next_attempt_at=due.replace("+00:00", "Z") if row.status == "pending" else None,
+            delivered_at=row.delivered_at,
+            failed_at=row.failed_at,
+        )
+
+
+class AlertDetail(Alert):
+    """An alert with the result of each channel's delivery (``GET /api/alerts``)."""
+
+    deliveries: list[Delivery]
+
+    @classmethod
+    def with_deliveries(cls, row: AlertRow, deliveries: list[OutboxRow]) -> AlertDetail:
+        return cls(
+            **_fields(row, Alert),
+            deliveries=[Delivery.of(d) for d in deliveries if d.alert_id == row.id],
+        )
+
+
 class EncounterDetail(Encounter):
     segments: list[Segment]
     alerts: list[Alert]
@@ -201,6 +249,21 @@ class ShadowStats(_Wire):
     sources: dict[str, ShadowAgreement]
 
 
+class MqttStats(_Wire):
+    """The MQTT publisher (``mqtt``; docs/PROTOCOL.md, "MQTT")."""
+
+    broker: str
+    client_id: str
+    topic: str
+    """This box's topic root, ``<topic_prefix>/<box_id>``."""
+    state: Literal["off", "connecting", "connected", "error"]
+    error: str | None
+    """Why the broker is not connected (refused login, unreachable), or None."""
+    connected_since: str | None
+    published: int
+    alerts_delivered: int
+
+
 class Stats(_Wire):
     uptime_s: float
     device: str
@@ -211,6 +274,8 @@ class Stats(_Wire):
     storage: StorageStats
     shadow: ShadowStats | None = None
     """The shadow model and its agreement with the active one; None when no shadow runs."""
+    mqtt: MqttStats | None = None
+    """The MQTT publisher's connection; None when ``mqtt.host`` is not set."""
 
 
 # --- WebSocket events ---------------------------------------------------------------------
@@ -261,6 +326,14 @@ class AlertMsg(_Event):
     alert: Alert
 
 
+class DeliveryMsg(_Event):
+    """An alert's deliveries after an attempt through one of its channels."""
+
+    type: Literal["delivery"] = "delivery"
+    alert_id: int
+    deliveries: list[Delivery]
+
+
 class StatsMsg(Stats, _Event):
     type: Literal["stats"] = "stats"
 
@@ -281,7 +354,14 @@ class WatchMsg(_Event):
 CLIENT_ADAPTER: TypeAdapter[WatchMsg] = TypeAdapter(WatchMsg)
 
 Message = Annotated[
-    SnapshotMsg | LevelMsg | SpectrogramMsg | SegmentMsg | EncounterMsg | AlertMsg | StatsMsg,
+    SnapshotMsg
+    | LevelMsg
+    | SpectrogramMsg
+    | SegmentMsg
+    | EncounterMsg
+    | AlertMsg
+    | DeliveryMsg
+    | StatsMsg,
     Field(discriminator="type"),
 ]
 MESSAGE_ADAPTER: TypeAdapter[Any] = TypeAdapter(Message)
