@@ -44,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -415,7 +416,7 @@ def score_dask(paths: Sequence[str], settings: Settings, address: Any) -> Iterat
         raise DataError(f"cannot reach the Dask scheduler at {address}: {err}") from err
     with client:
         shipped = client.scatter(checkpoint_bytes, broadcast=True)
-        token = hashlib.sha256(checkpoint_bytes).hexdigest()[:8]
+        token = uuid.uuid4().hex[:12]  # this run's keys: a shared cluster runs others' too
         futures = {
             client.submit(
                 score_file, path, settings, shipped, key=f"pandapulse-{token}-{i}", pure=False

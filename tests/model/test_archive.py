@@ -387,3 +387,9 @@ def test_write_table_checks_its_input(tmp_path: Path) -> None:
     assert [(b.onset, b.offset, b.high_freq, b.label) for b in back] == [
         (0.5, 1.0, 22050.0, "success")
     ]
+
+
+def test_default_workers_follow_cores_memory_and_device() -> None:
+    cores = len(os.sched_getaffinity(0))
+    assert 1 <= archive.default_workers() <= cores
+    assert archive.default_workers("cuda") == 1
