@@ -3,8 +3,11 @@
 Checks, in order: the configuration (``service.config``), the sound cards (lists every input
 device PortAudio sees, then captures ``--seconds`` from each configured sound-card source), the
 GPU (torch.cuda, with a small computation on it), the model (metadata, feature configuration,
-weights, one forward pass), the data directory (writable, free space, SQLite integrity) and the
-exposure of the API (a token when listening beyond loopback).
+weights, one forward pass), the data directory (writable, free space, SQLite integrity), the
+exposure of the API (a token when listening beyond loopback), when ``mqtt.host`` is set, the
+MQTT broker (one connection with the configured credentials), and the notification channels
+(``alerts.notify``: each Apprise URL parsed, count and kinds; a test message through each only
+with ``--send-test-notification``).
 
 Each check prints ``OK`` or ``PROBLEM`` with a one-line finding; every problem comes with a
 ``fix:`` line. The exit status is 0 when nothing is wrong, 1 otherwise (2 for a usage error).
@@ -30,6 +33,7 @@ import numpy as np
 
 from model import constants as C
 from model.errors import CheckpointError
+from service.alerts import DeliveryError
 from service.config import is_loopback, load_settings
 from service.errors import ConfigError
 from service.storage import DB_NAME
@@ -82,6 +86,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=MIN_FREE_MB,
         help=f"least free space in the data directory (MiB, default {MIN_FREE_MB:g})",
+    )
+    parser.add_argument(
+        "--send-test-notification",
+        action="store_true",
+        help="also send a test message through every alerts.notify URL (else they are only parsed)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
@@ -151,7 +160,10 @@ def diagnose(args: argparse.Namespace) -> Report:
             settings.inference.precision,
         )
         yield from check_data_dir(settings.storage.data_dir, args.min_free_mb)
+        yield from check_stored_models(settings.storage.data_dir, settings.inference.model_path)
         yield from check_exposure(settings.server.host, settings.server.token is not None)
+        yield from check_mqtt(settings)
+        yield from check_notify(settings, send=getattr(args, "send_test_notification", False))
 
 
 # --- sound cards -----------------------------------------------------------------------------
@@ -577,6 +589,129 @@ def _check_sqlite(db: Path) -> Finding:
             "stop the service and restore the last backup (deploy/README.md, 'Backing up the data')",
         )
     return Finding(name, True, f"quick_check ok, {db.stat().st_size / 2**20:.1f} MiB")
+
+
+# --- MQTT broker -------------------------------------------------------------------------------
+
+
+def check_mqtt(settings: Any, timeout_s: float = 5.0) -> Report:
+    """Connect to ``mqtt.host`` once with the configured credentials (nothing when it is off)."""
+    cfg = settings.mqtt
+    if not cfg.enabled:
+        return
+    from service.mqtt import check_broker
+
+    ok, detail = check_broker(cfg, timeout_s=timeout_s)
+    if ok:
+        yield Finding("mqtt broker", True, detail)
+        return
+    if "refused the connection" in detail:
+        fix = (
+            "set mqtt.username and PANDAPULSE__MQTT__PASSWORD to an account of the broker"
+            " (mosquitto_passwd), or allow this client on the broker"
+        )
+    else:
+        fix = (
+            "start the broker (deploy/compose.yaml has one) or correct mqtt.host / mqtt.port"
+            " (mqtt.tls and mqtt.ca_file for a TLS listener); the service runs without it"
+            " and keeps trying"
+        )
+    yield Finding("mqtt broker", False, detail, fix)
+
+
+# --- notifications -----------------------------------------------------------------------------
+
+
+def check_notify(settings: Any, *, send: bool = False) -> Report:
+    """Parse every ``alerts.notify`` URL with Apprise (count and kinds); with ``send``, send a
+    test message through each one (directly, not through the service's outbox)."""
+    from service.notify import AppriseDeliverer, describe
+
+    alerts = settings.alerts
+    urls = [u.get_secret_value() for u in alerts.notify]
+    hooks = len(alerts.webhook_urls)
+    extra = f"; {hooks} webhook URL{'s' if hooks != 1 else ''}" if hooks else ""
+    yield Finding("notifications", True, describe(urls) + extra)
+    sender = AppriseDeliverer(urls, timeout_s=alerts.notify_timeout_s)
+    for channel in sender.channels:
+        if not send:
+            yield Note("notifications", channel.label)
+            continue
+        try:
+            sender.send(
+                channel,
+                "PandaPulse · Test notification",
+                "pandapulse doctor sent this to check the channel; no action needed.",
+            )
+        except DeliveryError as err:
+            yield Finding(
+                "notification",
+                False,
+                f"{channel.label}: not sent: {err.reason}",
+                "check the URL's account, token and recipient, and that this box reaches the"
+                " service (proxy, firewall); the service retries alerts but cannot fix the URL",
+            )
+        else:
+            yield Finding("notification", True, f"{channel.label}: test message sent")
+
+
+# --- stored models ---------------------------------------------------------------------------
+
+
+def check_stored_models(data_dir: Path, configured: Path) -> Report:
+    """The models stored through ``POST /api/models`` (and ``inference.model``, recorded at
+    start-up), which of them the service will run, and whether each file is still intact."""
+    from model import checkpoint
+    from service.models_store import choose_startup, model_file, read_models
+
+    rows = read_models(data_dir)
+    if not rows:
+        yield Finding("stored models", True, f"none yet: the service runs {configured.name}")
+        return
+    startup = choose_startup(data_dir, configured)
+    api_active = startup.active != configured
+    roles = {
+        "active": startup.active.stem if api_active else None,
+        "shadow": None if startup.shadow is None else startup.shadow.stem,
+        "previous": startup.previous,
+    }
+    broken, notes = [], []
+    for row in rows:
+        try:
+            meta = checkpoint.read_metadata(model_file(data_dir, row))
+            intact = meta.get("model_version") == row.version
+        except CheckpointError:
+            intact = False
+        if not intact:
+            broken.append(row.version)
+        role = next((r for r, v in roles.items() if v == row.version), "-")
+        auc = (json.loads(row.card or "{}").get("metrics") or {}).get("val_auc")
+        notes.append(
+            Note(
+                "stored models",
+                f"{row.version} {role:8} {row.origin:6} {row.filename}, {row.uploaded_at[:10]}"
+                + (f", val AUC {auc:.3f}" if isinstance(auc, int | float) else "")
+                + ("" if intact else ", FILE MISSING OR DAMAGED"),
+            )
+        )
+    runs = (
+        f"{roles['active']} (activated through the API)"
+        if api_active
+        else f"{configured.name} (inference.model)"
+    )
+    detail = f"{len(rows)} stored; the service runs {runs}"
+    if roles["shadow"] is not None:
+        detail += f", shadow {roles['shadow']}"
+    if broken:
+        yield Finding(
+            "stored models",
+            False,
+            f"{detail}; {', '.join(broken)} missing or damaged under {data_dir / 'models'}",
+            "upload those checkpoints again (POST /api/models), or activate another model",
+        )
+    else:
+        yield Finding("stored models", True, detail)
+    yield from notes
 
 
 # --- exposure --------------------------------------------------------------------------------

@@ -236,6 +236,29 @@ def read_roles(data_dir: Path) -> dict[ModelRole, str]:
     return {role: version for role, version in rows}
 
 
+def read_models(data_dir: Path) -> list[ModelRow]:
+    """The stored models' rows, read-only (``pandapulse doctor``; [] without a database or
+    before the models table)."""
+    db = Path(data_dir) / DB_NAME
+    if not db.is_file():
+        return []
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)
+        con.row_factory = sqlite3.Row
+        try:
+            rows = con.execute("SELECT * FROM models ORDER BY uploaded_at, version").fetchall()
+        finally:
+            con.close()
+    except sqlite3.Error as err:
+        log.debug("no stored models in %s: %s", db, err)
+        return []
+    out = []
+    for row in rows:
+        names = json.loads(row["class_names"])
+        out.append(ModelRow(**{**dict(row), "class_names": (str(names[0]), str(names[1]))}))
+    return out
+
+
 @dataclass(frozen=True)
 class StartupModels:
     """Which stored models ``Runtime.start`` runs, as ``choose_startup`` decided."""

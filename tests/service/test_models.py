@@ -28,6 +28,7 @@ from model.preprocessing import load
 from service.api import create_app
 from service.audio import ReplaySource
 from service.config import Settings, load_settings
+from service.doctor import Finding, Note, check_stored_models
 from service.errors import ConfigError
 from service.main import build_settings
 from service.models_store import MODELS_DIR, probe_segment
@@ -534,6 +535,19 @@ def test_a_restart_keeps_the_active_model_unless_the_config_changed(
         listed = model_list(client)
         assert (listed.active, listed.shadow, listed.previous) == (c, None, None)
         assert {b, c, configured} <= {m.version for m in listed.models}
+        assert client.post(f"/api/models/{b}/activate", headers=ADMIN_H).status_code == 200
+        assert client.post(f"/api/models/{b}/shadow", headers=ADMIN_H).status_code == 409
+
+    # pandapulse doctor lists them, says which one runs, and notices a damaged file.
+    items = list(check_stored_models(data, ckpt["c"]))
+    finding = next(i for i in items if isinstance(i, Finding))
+    assert finding.ok and f"3 stored; the service runs {b} (activated" in finding.detail
+    notes = "\n".join(i.detail for i in items if isinstance(i, Note))
+    assert f"{b} active" in notes and f"{c} previous" in notes and configured in notes
+    (data / MODELS_DIR / f"{b}.safetensors").write_bytes(b"damaged")
+    finding = next(i for i in check_stored_models(data, ckpt["c"]) if isinstance(i, Finding))
+    assert not finding.ok and b in finding.detail and "POST /api/models" in finding.fix
+    assert next(iter(check_stored_models(tmp_path / "empty", ckpt["c"]))).ok
 
 
 def test_probe_segment_is_a_live_segment_shape() -> None:

@@ -368,7 +368,27 @@ export class LiveView {
           + (inf.overruns ? t("health.overruns", { n: inf.overruns }) : ""),
         inf.overruns ? "warn" : "");
     }
-    add(t("health.model"), model.version || stats?.model_version || "–");
+    // The stats carry the model that scores now (it may have been swapped since the snapshot).
+    add(t("health.model"),
+      el("span", { "data-testid": "active-model" }, stats?.model_version || model.version || "–"));
+    const shadow = stats?.shadow;
+    if (shadow) {
+      add(t("health.shadow"), el("span", { "data-testid": "shadow-model" }, shadow.model_version));
+      const agree = shadow.sources?.[this.state.selectedSource];
+      add(t("health.shadow_agreement"),
+        el("span", { "data-testid": "shadow-agreement" }, agree && agree.segments
+          ? t("health.shadow_value", {
+            n: agree.segments,
+            same: fmtPercent(agree.same_verdicts),
+            diff: fmtNumber(agree.mean_abs_diff, 3),
+          }) + (agree.active_verdict && agree.shadow_verdict
+            ? t("health.shadow_verdicts", {
+              active: verdictText(agree.active_verdict), shadow: verdictText(agree.shadow_verdict),
+            })
+            : "")
+          : t("health.shadow_waiting")),
+        agree && agree.segments && agree.active_verdict !== agree.shadow_verdict ? "warn" : "");
+    }
     const device = stats?.device || model.device || "–";
     add(t("health.runs_on"),
       /cuda|gpu/i.test(device) ? t("health.gpu", { device }) : /^cpu$/i.test(device) ? t("health.cpu") : device);
