@@ -123,10 +123,22 @@ async def openapi(request: Request) -> JSONResponse:
     return JSONResponse(request.app.openapi())
 
 
+SWAGGER_UI = "/static/vendor/swagger-ui"
+"""Swagger UI's files, vendored under ``web/vendor/swagger-ui`` (see its SOURCE.txt)."""
+
+
 @router.get("/docs", include_in_schema=False)
 async def docs(request: Request) -> Response:
-    """The OpenAPI UI (its script and style come from a CDN: it needs internet access)."""
-    response = get_swagger_ui_html(openapi_url="/openapi.json", title="PandaPulse API")
+    """The OpenAPI UI, entirely from this service's own files: it works without internet."""
+    response = get_swagger_ui_html(
+        openapi_url="/openapi.json",
+        title="PandaPulse API",
+        swagger_js_url=f"{SWAGGER_UI}/swagger-ui-bundle.js",
+        swagger_css_url=f"{SWAGGER_UI}/swagger-ui.css",
+        swagger_favicon_url=f"{SWAGGER_UI}/favicon-32x32.png",
+        # no badge from the online validator (swagger.io): nothing leaves the box
+        swagger_ui_parameters={"validatorUrl": None},
+    )
     remember_token(request, response)
     return response
 
