@@ -262,9 +262,10 @@ class StorageSettings(_Section):
     """SQLite database and FLAC clips live here (relative paths: from the working directory)."""
     keep_days: float = Field(default=90.0, gt=0, le=36_500)
     """Closed encounters, their segments, clips and alerts older than this are deleted (days)."""
-    max_disk_mb: float = Field(default=2048.0, gt=0)
-    """Clips and whole-encounter audio are deleted oldest first while together they use more
-    than this (MiB); rows stay."""
+    max_disk_mb: float = Field(default=16_384.0, gt=0)
+    """Whole-encounter audio, then clips, are deleted oldest first while together they use more
+    than this (MiB); rows stay. 16 GiB hold about 25 h of encounter audio from a 24-bit sound
+    card, 45 h from a 16-bit one (BENCHMARKS.md, "Whole-encounter audio on disk")."""
     keep_clips: bool = True
     """Store each scored segment's audio as FLAC (for review and retraining)."""
     keep_encounter_audio: bool = True

@@ -34,9 +34,9 @@ import numpy as np
 from model import constants as C
 from model.errors import CheckpointError
 from service.alerts import DeliveryError
-from service.config import is_loopback, load_settings
+from service.config import StorageSettings, is_loopback, load_settings
 from service.errors import ConfigError
-from service.storage import DB_NAME
+from service.storage import DB_NAME, ENCOUNTER_AUDIO_DIR
 
 MIN_FREE_MB = 1024.0
 """Free space (MiB) below which the data directory is a problem: a day of clips and rows at
@@ -160,6 +160,7 @@ def diagnose(args: argparse.Namespace) -> Report:
             settings.inference.precision,
         )
         yield from check_data_dir(settings.storage.data_dir, args.min_free_mb)
+        yield from check_encounter_audio(settings.storage)
         yield from check_stored_models(settings.storage.data_dir, settings.inference.model_path)
         yield from check_exposure(settings.server.host, settings.server.token is not None)
         yield from check_mqtt(settings)
@@ -562,6 +563,96 @@ def _owner(path: Path) -> str:
     except OSError:
         return "unknown"
     return f"uid {st.st_uid}, gid {st.st_gid}"
+
+
+ENCOUNTER_AUDIO_MIB_PER_HOUR = 661.0
+"""Whole-encounter audio from a 24-bit sound card with busy ambience, the dearer case measured
+(BENCHMARKS.md, "Whole-encounter audio on disk"; a 16-bit card: 361). Used until this box has
+``MEASURED_MIN_S`` of its own stored audio to measure."""
+MEASURED_MIN_S = 600.0
+"""Stored encounter audio (s) from which this box's own cost per hour is used instead."""
+MIN_AUDIO_HOURS = 12.0
+"""Fewer hours of encounter audio than this fitting on the box is a problem: a few long
+encounters would push the oldest out before anyone exported them."""
+
+
+def check_encounter_audio(storage: StorageSettings) -> Report:
+    """How many hours of whole-encounter audio the disk and ``storage.max_disk_mb`` hold."""
+    name = "encounter audio"
+    if not storage.keep_encounter_audio:
+        yield Finding(
+            name,
+            True,
+            "not kept (storage.keep_encounter_audio is off): `pandapulse export-dataset` will"
+            " list every encounter as lacking its audio",
+        )
+        return
+    path = storage.data_dir.resolve()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    rate, source = ENCOUNTER_AUDIO_MIB_PER_HOUR, "24-bit figure of BENCHMARKS.md"
+    measured = _stored_audio_rate(path / DB_NAME)
+    if measured is not None:
+        rate, source = measured, "measured on this box's stored encounters"
+    used = sum(_bytes_under(path / sub) for sub in (ENCOUNTER_AUDIO_DIR, "clips") if path.exists())
+    free = shutil.disk_usage(existing).free
+    budget = storage.max_disk_mb * 2**20
+    room = min(budget, used + free)
+    hours = room / 2**20 / rate
+    detail = (
+        f"about {rate:.0f} MiB per hour ({source}); storage.max_disk_mb {storage.max_disk_mb:.0f}"
+        f" MiB holds {budget / 2**20 / rate:.0f} h, the disk {free / 2**30:.1f} GiB free:"
+        f" {hours:.0f} h of encounter audio fit"
+    )
+    if budget > used + free:
+        yield Finding(
+            name,
+            False,
+            detail + " (the disk fills before retention's budget is reached)",
+            f"set storage.max_disk_mb to at most {(used + free) / 2**20 * 0.9:.0f} (what the disk"
+            " holds, with room to spare), free space, or move storage.data_dir to a larger disk",
+        )
+    elif hours < MIN_AUDIO_HOURS:
+        yield Finding(
+            name,
+            False,
+            detail + f", fewer than {MIN_AUDIO_HOURS:.0f} h",
+            "raise storage.max_disk_mb on a larger disk, export encounters often"
+            " (`pandapulse export-dataset`), or turn storage.keep_encounter_audio off on this box",
+        )
+    else:
+        yield Finding(name, True, detail)
+
+
+def _stored_audio_rate(db: Path) -> float | None:
+    """MiB per hour of the encounter audio stored so far, or None below ``MEASURED_MIN_S``."""
+    if not db.is_file():
+        return None
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)
+        try:
+            row = con.execute(
+                "SELECT SUM(frames), SUM(size_bytes) FROM encounter_audio WHERE finished_at IS"
+                " NOT NULL AND removed_at IS NULL AND frames > 0"
+            ).fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error:  # an older schema, or unreadable (the database check says so)
+        return None
+    if row is None or not row[0] or row[0] / C.SAMPLE_RATE < MEASURED_MIN_S:
+        return None
+    return float(row[1]) / 2**20 / (row[0] / C.SAMPLE_RATE / 3600)
+
+
+def _bytes_under(folder: Path) -> int:
+    total = 0
+    for p in folder.rglob("*.flac"):
+        try:
+            total += p.stat().st_size
+        except OSError:
+            continue
+    return total
 
 
 def _check_sqlite(db: Path) -> Finding:

@@ -18,7 +18,6 @@ Schema version lives in ``PRAGMA user_version``; ``_MIGRATIONS[i]`` upgrades fro
 
 from __future__ import annotations
 
-import heapq
 import json
 import logging
 import sqlite3
@@ -702,17 +701,6 @@ class Storage:
     def encounter_audio_bytes(self) -> int:
         return _bytes_under(self.encounter_audio_dir)
 
-    def encounter_audio_rate(self) -> tuple[float, float] | None:
-        """(seconds, bytes) of the complete parts on disk, or None before any: what this
-        box's audio really costs (``pandapulse doctor``)."""
-        row = self._db.execute(
-            "SELECT SUM(frames), SUM(size_bytes) FROM encounter_audio WHERE finished_at IS NOT"
-            " NULL AND removed_at IS NULL AND frames > 0"
-        ).fetchone()
-        if row is None or not row[0]:
-            return None
-        return row[0] / C.SAMPLE_RATE, float(row[1])
-
     # --- exports ----------------------------------------------------------------------------
     def all_encounters(self) -> list[EncounterRow]:
         rows = self._db.execute("SELECT * FROM encounters ORDER BY id").fetchall()
@@ -752,9 +740,10 @@ class Storage:
         By age: encounters that ended before the cut-off (with their segments, alerts and
         whole audio), segments and acknowledged alerts without an encounter, delivered outbox
         rows, and the clips of every deleted segment. By disk use (clips and whole-encounter
-        audio together, ``max_disk_bytes``): the oldest files of either kind; their rows stay
-        (a segment without its clip, an audio part marked removed). A part being written is
-        never removed.
+        audio together, ``max_disk_bytes``): whole-encounter audio first, oldest first, then
+        clips, oldest first (an hour of audio weighs as much as thousands of clips, and the
+        History view plays the clips); their rows stay (a segment without its clip, an audio
+        part marked removed). A part being written is never removed.
         """
         cutoff = iso((now or utc_now()) - timedelta(days=keep_days))
         old_audio = self._db.execute(
@@ -811,7 +800,7 @@ class Storage:
         return _bytes_under(self.clips_dir)
 
     def _trim_disk(self, max_bytes: int) -> tuple[int, int]:
-        """Remove clips and finished audio parts, oldest first, until they fit in
+        """Remove finished audio parts, then clips, oldest first, until they fit in
         ``max_bytes``: (clips, audio files) removed."""
         used = self.clips_bytes() + self.encounter_audio_bytes()
         if used <= max_bytes:
@@ -825,7 +814,7 @@ class Storage:
             " WHERE finished_at IS NOT NULL AND removed_at IS NULL ORDER BY created_at, id"
         )
         removed = {"clip": 0, "audio": 0}
-        for row in heapq.merge(clips.fetchall(), parts.fetchall(), key=lambda r: r[0]):
+        for row in [*parts.fetchall(), *clips.fetchall()]:
             if used <= max_bytes:
                 break
             path = self.data_dir / row["path"]

@@ -311,18 +311,33 @@ def test_retention_removes_encounter_audio(tmp_path: Path) -> None:
         audio.end(storage, enc.id)
         storage.stop_encounter(enc.id)
         ids.append(enc.id)
+    clip = storage.add_segment(
+        encounter_id=ids[0],
+        source="north",
+        start_sample=0,
+        end_sample=SR,
+        wall_time=_clock("north", 0),
+        p_success=0.5,
+        p_failure=0.5,
+        attention=np.zeros(C.N_FRAMES, np.float32),
+        levels_db=(-30.0, -30.0),
+        model_version="test",
+        audio=_blocks("north", 1.0)[0].audio,
+    )
     sizes = [storage.audio_parts_of(i)[0].size_bytes for i in ids]
     assert all(sizes) and storage.encounter_audio_bytes() == sum(sizes)
-    # Over the disk budget: the oldest file goes first, its row says so.
-    removed = storage.apply_retention(keep_days=30, max_disk_bytes=sum(sizes) - 1)
-    assert removed.audio_files == 1 and removed.encounters == 0
+    # Over the disk budget: the oldest audio goes first (before any clip), its row says so.
+    budget = sum(sizes) + storage.clips_bytes() - 1
+    removed = storage.apply_retention(keep_days=30, max_disk_bytes=budget)
+    assert removed.audio_files == 1 and removed.clips == 0 and removed.encounters == 0
     first = storage.audio_parts_of(ids[0])[0]
     assert first.removed_at is not None and not (tmp_path / first.path).exists()
     assert all((tmp_path / storage.audio_parts_of(i)[0].path).is_file() for i in ids[1:])
-    # By age: the encounters go, with their audio.
+    assert storage.clip_file(clip.id) is not None
+    # By age: the encounters go, with their segments, clips and audio.
     later = datetime.now(UTC) + timedelta(days=31)
     removed = storage.apply_retention(keep_days=30, max_disk_bytes=10**12, now=later)
-    assert removed.encounters == 3 and removed.audio_files == 2
+    assert removed.encounters == 3 and removed.audio_files == 2 and removed.clips == 1
     assert storage.encounter_audio_bytes() == 0
     assert not any(storage.encounter_audio_dir.rglob("*"))
     storage.close()
@@ -384,3 +399,23 @@ def test_audio_off_and_the_export_says_what_is_missing(
     skipped = list(csv.DictReader((tmp_path / "out" / "skipped.csv").open()))
     assert [int(s["encounter"]) for s in skipped] == [eid]
     assert "not kept" in skipped[0]["reason"]
+
+
+def test_doctor_says_how_many_hours_of_audio_fit(tmp_path: Path) -> None:
+    from service.doctor import MIN_AUDIO_HOURS, check_encounter_audio
+
+    def finding(**storage: Any) -> Any:
+        settings = load_settings(
+            environ={}, overrides={"storage": {"data_dir": str(tmp_path), **storage}}
+        )
+        (only,) = list(check_encounter_audio(settings.storage))
+        return only
+
+    # A budget larger than the disk: the disk fills before retention starts.
+    beyond = finding(max_disk_mb=2**40)
+    assert not beyond.ok and "max_disk_mb" in beyond.fix
+    # A budget that holds too few hours.
+    short = finding(max_disk_mb=MIN_AUDIO_HOURS * 100)
+    assert not short.ok and "keep_encounter_audio" in short.fix
+    off = finding(keep_encounter_audio=False)
+    assert off.ok and "not kept" in off.detail
