@@ -204,3 +204,25 @@ def _pump_until(page: Any, predicate: Any, what: str, timeout_ms: int = LIVE_WAI
             pytest.fail(f"timed out after {timeout_ms} ms waiting for {what}")
         page.wait_for_timeout(250)
         waited += 250
+
+
+def test_the_overview_in_chinese_is_translated_and_fits(browser: Any, three: Service) -> None:
+    from .test_i18n import _check_layout, _check_translated
+
+    context, page, console = new_page(browser, locale="zh-CN")
+    try:
+        page.goto(three.login_url)
+        page.wait_for_selector("#conn[data-state=open]")
+        page.wait_for_function(
+            "() => document.querySelectorAll('[data-testid=overview-tile]').length === 3"
+        )
+        page.wait_for_function(
+            "() => document.querySelectorAll('[data-testid=tile-audio][data-status=ok]').length === 3",
+            timeout=LIVE_WAIT_MS,
+        )
+        assert page.text_content("#view-overview h2") == "各圈舍概览"
+        assert "音频 正常" in _tile(page, "pen3").inner_text()
+        _check_translated(page, console, "zh-CN", "overview")
+        _check_layout(page, "overview")
+    finally:
+        context.close()
