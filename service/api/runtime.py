@@ -93,6 +93,7 @@ class Runtime:
         self.previous_version: str | None = None
         self.configured_version: str | None = None
         """Version of ``inference.model`` (None when a classifier was handed in)."""
+        self.model_swaps = 0
 
     # --- life cycle ---------------------------------------------------------------------------
     @classmethod
@@ -263,7 +264,9 @@ class Runtime:
         self.classifier = model
         self.monitor.model_version = model.version
         self.previous, self.previous_version = old, old.version
+        self.model_swaps += 1
         log.info("model %s active (was %s)", model.version, old.version)
+        await self._announce_models()
 
     async def set_shadow(self, row: ModelRow | None) -> None:
         """Run ``row`` as the shadow model from the next batch on; None stops the shadow
@@ -273,6 +276,7 @@ class Runtime:
             old = self.pipeline.set_shadow(None)
             if old is not None:
                 log.info("shadow model %s stopped", old.version)
+                await self._announce_models()
             return
         if row.version == self.shadow_version:
             return
@@ -280,6 +284,14 @@ class Runtime:
         await self._persist({"shadow": row.version})
         self.pipeline.set_shadow(model)
         log.info("shadow model %s scores beside %s", model.version, self.model_version)
+        await self._announce_models()
+
+    async def _announce_models(self) -> None:
+        """A ``stats`` event now, so dashboards show the model change without waiting."""
+        try:
+            self.hub.publish(StatsMsg.of(await self.stats()))
+        except StorageClosed as err:  # stopping
+            log.debug("stats after a model change skipped: %s", err)
 
     def shadow_stats(self) -> ShadowStats | None:
         version = self.shadow_version
@@ -394,6 +406,12 @@ class Runtime:
         m = self.monitor
         return [
             Counter("predict_requests", self.predicts, "/predict requests answered"),
+            Counter("model_swaps", self.model_swaps, "Live model changes (activate, rollback)"),
+            Counter(
+                "shadow_errors",
+                self.pipeline.shadow_errors,
+                "Batches the shadow model failed to score (the live scores were kept)",
+            ),
             Counter("predict_errors", self.predict_errors, "/predict requests refused or failed"),
             Counter(
                 "ws_slow_disconnects",

@@ -370,6 +370,10 @@ def test_rollback_and_shadow(live: TestClient, ckpt: dict[str, Path]) -> None:
     assert rt.pipeline.classifier.version == configured
     r = live.post("/api/models/rollback", headers=ADMIN_H)
     assert (r.json()["active"], r.json()["previous"]) == (b, configured)
+    metrics = live.get("/metrics", headers=KEEPER).text
+    swaps = next(line for line in metrics.splitlines() if line.startswith("pandapulse_model_swaps"))
+    assert float(swaps.split()[-1]) == rt.model_swaps >= 2
+    assert "pandapulse_shadow_errors_total 0" in metrics
 
     assert live.post(f"/api/models/{b}/shadow", headers=ADMIN_H).status_code == 409
     assert live.delete(f"/api/models/{c}/shadow", headers=ADMIN_H).status_code == 404
