@@ -31,6 +31,7 @@ from service.config import load_settings
 from service.encounter_audio import EncounterAudio, repair_flac
 from service.storage import Storage
 from service.types import AudioBlock
+from tests.service.conftest import drain, scored
 
 TOKEN = "export-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -419,3 +420,26 @@ def test_doctor_says_how_many_hours_of_audio_fit(tmp_path: Path) -> None:
     assert not short.ok and "keep_encounter_audio" in short.fix
     off = finding(keep_encounter_audio=False)
     assert off.ok and "not kept" in off.detail
+
+
+def test_an_automatic_encounter_keeps_audio_from_its_first_segment(monitor_factory: Any) -> None:
+    """The detector opens an encounter once its first segment is scored, seconds after the
+    call began: the pre-roll puts that call's audio at the start of the file."""
+    monitor, _hub = monitor_factory(encounter={"auto": True})
+    blocks = _blocks("north", 6.0)
+    for block in blocks[: len(blocks) // 2]:  # 3 s of audio, no encounter yet
+        monitor.audio.tap(block)
+    monitor.on_segment(scored("north", 1.0, 0.7))  # a call at 1 s, scored now
+    drain(monitor)
+    for block in blocks[len(blocks) // 2 :]:
+        monitor.audio.tap(block)
+    monitor.stop()  # closes the automatic encounter: its file is finalised
+    storage = Storage(monitor.settings.storage.data_dir)
+    (enc,) = storage.all_encounters()
+    (part,) = storage.audio_parts_of(enc.id)
+    assert part.start_sample <= SR < part.start_sample + 1024  # the block holding 1.0 s
+    assert part.start_sample + part.frames == blocks[-1].end and part.gap_samples == 0
+    data, _ = sf.read(str(storage.data_dir / part.path), dtype="float32", always_2d=True)
+    want = np.concatenate([b.audio for b in blocks], axis=1).T[part.start_sample :]
+    np.testing.assert_allclose(data, want, atol=2**-23)
+    storage.close()
