@@ -20,6 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("model.train", "train CGANet on a dataset folder"),
     "evaluate": ("model.evaluate", "cross-validate CGANet against SVM and FLDA (paper tables)"),
     "serve": ("service.main", "run the live monitoring service and dashboard"),
+    "fleet": (
+        "service.fleet",
+        "show every enclosure of every box that publishes to the MQTT broker, on one page",
+    ),
     "doctor": ("service.doctor", "check audio devices, GPU, model, data directory and config"),
     "export-dataset": (
         "service.export",

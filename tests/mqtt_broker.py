@@ -140,7 +140,7 @@ class Listener:
             client_id=session or f"test-{free_port()}",
             clean_session=session is None,
         )
-        self.client.reconnect_delay_set(0.1, 0.5)
+        self.client.reconnect_delay_set(1, 1)
         if auth:
             self.client.username_pw_set(auth["username"], auth["password"])
         self.topics = topics
