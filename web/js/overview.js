@@ -98,7 +98,7 @@ export class OverviewView {
       href: `#live/${encodeURIComponent(source.id)}`,
       "data-testid": "overview-tile",
       dataset: { source: source.id, p: encounter && hasP ? String(p) : "", band: encounter && hasP ? lean.cls : "none" },
-      "aria-label": t("overview.open_enclosure", { name }),
+      title: t("overview.open_enclosure", { name }),
     },
       el("div", { class: "tile-head" },
         el("h2", {}, name),
