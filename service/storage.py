@@ -919,13 +919,13 @@ _PENDING = "delivered_at IS NULL AND failed_at IS NULL"
 
 
 def webhook_label(url: str) -> str:
-    """A webhook URL's scheme, host and port only: its credentials, path (a Slack hook's path
-    is its token) and query may carry secrets."""
+    """``Webhook · https://hooks.example.org``: the URL's scheme, host and port only; its
+    credentials, path (a Slack hook's path is its token) and query may carry secrets."""
     scheme, sep, rest = url.partition("://")
     if not sep:
-        return "<invalid URL>"
+        return "Webhook"
     authority = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
-    return f"{scheme}://{authority.rpartition('@')[2]}"
+    return f"Webhook · {scheme}://{authority.rpartition('@')[2]}"
 
 
 def _audio_row(row: sqlite3.Row) -> AudioPartRow:

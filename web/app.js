@@ -1,7 +1,7 @@
 // PandaPulse keeper dashboard: boot, login, the live connection, routing between views.
 // Plain ES modules, no build step; the only library is uPlot (web/vendor/uplot, global).
 
-import { AlertBanner, Chime, renderAlertLog } from "./js/alerts.js";
+import { AlertBanner, Chime, renderAlertLog, updateDeliveries } from "./js/alerts.js";
 import {
   Unauthorized, adoptTokenFromUrl, getJson, getToken, liveSocketUrl, sendJson, setToken,
 } from "./js/api.js";
@@ -276,6 +276,8 @@ class App {
         return this.onEncounter(msg);
       case "alert":
         return this.onAlert(msg);
+      case "delivery":
+        return updateDeliveries($("#alerts-body"), msg.alert_id, msg.deliveries);
       case "stats":
         this.state.stats = msg;
         this.#mergeSourceStatus(msg);

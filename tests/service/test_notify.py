@@ -4,6 +4,7 @@ per-channel results through the API, config checks, and the migration of an old 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import email.message
 import email.policy
@@ -68,22 +69,24 @@ Receiver = tuple[str, type[_Hook]]
 """A local HTTP receiver: its ``host:port`` and its handler class, with what it got."""
 
 
+@contextlib.contextmanager
+def receiver_server() -> Iterator[Receiver]:
+    """A local HTTP receiver on a free loopback port, for the ``with`` block."""
+    handler = type("Hook", (_Hook,), {"statuses": [], "accepted": [], "refused": 0})
+    server = HTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture
 def receivers() -> Iterator[Callable[[], Receiver]]:
     """Starts local HTTP receivers on demand; stops them after the test."""
-    servers: list[HTTPServer] = []
-
-    def start() -> Receiver:
-        handler = type("Hook", (_Hook,), {"statuses": [], "accepted": [], "refused": 0})
-        server = HTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"127.0.0.1:{server.server_address[1]}", handler
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    with contextlib.ExitStack() as stack:
+        yield lambda: stack.enter_context(receiver_server())
 
 
 @pytest.fixture
@@ -226,17 +229,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def smtp() -> Iterator[tuple[int, _Mailbox]]:
-    """A real SMTP server (aiosmtpd) on a loopback port, without TLS or auth."""
-    mailbox = _Mailbox()
-    port = free_port()
+@contextlib.contextmanager
+def smtp_server(mailbox: _Mailbox, port: int) -> Iterator[None]:
+    """A real SMTP server (aiosmtpd) on the loopback ``port``, without TLS or auth."""
     controller = Controller(mailbox, hostname="127.0.0.1", port=port)
     controller.start()
     try:
-        yield port, mailbox
+        yield
     finally:
         controller.stop()
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[int, _Mailbox]]:
+    mailbox, port = _Mailbox(), free_port()
+    with smtp_server(mailbox, port):
+        yield port, mailbox
 
 
 def our_log(caplog: pytest.LogCaptureFixture) -> str:
@@ -346,7 +354,10 @@ def test_the_api_shows_each_channels_result(
         assert made.status_code == 201, made.text
         alert = AlertDetail.model_validate(made.json())
         labels = {d.channel: d.label for d in alert.deliveries}
-        assert labels == {"webhook": f"http://{hook_base}", "apprise": f"JSON · json://{chat}"}
+        assert labels == {
+            "webhook": f"Webhook · http://{hook_base}",
+            "apprise": f"JSON · json://{chat}",
+        }
 
         def settled() -> AlertDetail:
             return AlertDetail.model_validate(client.get(f"/api/alerts/{alert.id}").json())

@@ -169,7 +169,7 @@ export class AlertBanner {
 export function renderAlertLog(tbody, alerts, { onAck, sourceLabel }) {
   tbody.replaceChildren();
   if (!alerts.length) {
-    tbody.append(el("tr", {}, el("td", { colspan: 6, class: "empty" }, t("alerts.none"))));
+    tbody.append(el("tr", {}, el("td", { colspan: 7, class: "empty" }, t("alerts.none"))));
     return;
   }
   for (const alert of alerts) {
@@ -203,8 +203,71 @@ export function renderAlertLog(tbody, alerts, { onAck, sourceLabel }) {
         el("td", {}, alert.source ? sourceLabel(alert.source) : "–"),
         el("td", { title: alert.message || "" }, alertMessage(alert, sourceLabel)),
         el("td", { class: "num" }, alert.p_failure != null ? pct(alert.p_failure) : "–"),
+        deliveryCell(mergeDeliveries(alert.id, alert.deliveries || [])),
         el("td", {}, acked),
       ),
     );
   }
+}
+
+// --- per-channel delivery (webhooks, Apprise notifications, MQTT) ---------------------------
+
+// Each alert's deliveries as last shown. A `delivery` event and a reload of the log may arrive
+// in either order; a delivery only ever moves forward (more attempts, then delivered or given
+// up), so the more advanced of the two states is the one to show.
+const shownDeliveries = new Map(); // alert id -> deliveries, in the service's order
+
+function progress(d) {
+  return 2 * (d.attempts || 0) + (d.status === "pending" ? 0 : 1);
+}
+
+function mergeDeliveries(alertId, incoming) {
+  const known = shownDeliveries.get(alertId);
+  const merged =
+    known && known.length === incoming.length
+      ? incoming.map((d, i) => (progress(known[i]) > progress(d) ? known[i] : d))
+      : incoming;
+  shownDeliveries.set(alertId, merged);
+  return merged;
+}
+
+const DELIVERY_ICON = { delivered: "✓", pending: "…", failed: "✗" };
+
+function deliveryStatus(d) {
+  if (d.status === "delivered") return t("alerts.delivery.delivered", { time: dateTime(d.delivered_at) });
+  if (d.status === "failed") return t("alerts.delivery.failed", { error: d.last_error || "" });
+  if (!d.attempts) return t("alerts.delivery.sending");
+  return t("alerts.delivery.retrying", { n: d.attempts, error: d.last_error || "" });
+}
+
+/** The Delivery cell: one line per channel, named by its label (no secrets in it). */
+function deliveryCell(deliveries) {
+  if (!deliveries.length) {
+    return el("td", { class: "deliveries" }, el("span", { class: "muted" }, t("alerts.delivery.none")));
+  }
+  return el(
+    "td",
+    { class: "deliveries" },
+    ...deliveries.map((d) =>
+      el(
+        "div",
+        {
+          class: `delivery ${d.status}`,
+          title: d.channel,
+          dataset: { channel: d.channel, status: d.status },
+        },
+        el("span", { class: "delivery-icon", "aria-hidden": "true" }, DELIVERY_ICON[d.status] || "?"),
+        el("span", { class: "delivery-label" }, d.label),
+        el("span", { class: "delivery-status" }, deliveryStatus(d)),
+      ),
+    ),
+  );
+}
+
+/** A `delivery` event: show the alert's new per-channel results in its row of the log. */
+export function updateDeliveries(tbody, alertId, deliveries) {
+  const merged = mergeDeliveries(alertId, deliveries);
+  const row = tbody.querySelector(`tr[data-alert-id="${alertId}"]`);
+  const cell = row && row.querySelector("td.deliveries");
+  if (cell) cell.replaceWith(deliveryCell(merged));
 }
