@@ -69,10 +69,11 @@ def build_settings(
         if not token.strip():
             raise ConfigError(f"the token (--token or ${TOKEN_ENV}) is empty")
         server["token"] = token
-    admin_token = env.get(ADMIN_TOKEN_ENV)
+    # Empty means unset (compose passes optional variables that way); blank is an error.
+    admin_token = env.get(ADMIN_TOKEN_ENV) or None
     if admin_token is not None:
         if not admin_token.strip():
-            raise ConfigError(f"${ADMIN_TOKEN_ENV} is empty")
+            raise ConfigError(f"${ADMIN_TOKEN_ENV} is blank")
         server["admin_token"] = admin_token
     settings = load_settings(
         args.config, environ=env, overrides={"server": server} if server else None

@@ -176,6 +176,10 @@ def test_admin_token_is_distinct_and_read_from_the_environment() -> None:
     assert "a-token" not in repr(settings)
     with pytest.raises(ConfigError, match="admin_token equals token"):
         build_settings(args, {"PANDAPULSE_ADMIN_TOKEN": "k-token"})
+    # Empty is how compose passes an unset variable: no admin token; blank is a mistake.
+    assert build_settings(args, {"PANDAPULSE_ADMIN_TOKEN": ""})[0].server.admin_token is None
+    with pytest.raises(ConfigError, match="blank"):
+        build_settings(args, {"PANDAPULSE_ADMIN_TOKEN": "  "})
 
 
 def test_model_routes_need_the_admin_token(live: TestClient, ckpt: dict[str, Path]) -> None:
