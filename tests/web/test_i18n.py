@@ -99,8 +99,8 @@ def _keys_used() -> tuple[set[str], set[str]]:
             for k in re.findall(r"""["']([a-z_]+(?:\.[a-z0-9_]+)+)["']""", text)
             if k.split(".")[0] in namespaces
         )
-    for page in ("index.html", "login.html"):
-        text = (WEB / page).read_text(encoding="utf-8")
+    for page in sorted(WEB.glob("*.html")):
+        text = page.read_text(encoding="utf-8")
         keys.update(re.findall(r"""data-i18n(?:-[a-z-]+)?="([\w.]+)\"""", text))
     return keys, prefixes
 
