@@ -138,3 +138,34 @@ def test_the_documented_config_file_works_with_the_compose_environment() -> None
     assert str(settings.inference.model_path) == "/models/cganet.safetensors"
     assert settings.server.token is not None
     assert any(s.kind == "sounddevice" for s in settings.sources)
+
+
+def test_the_broker_profile_runs_mosquitto_and_the_fleet_view() -> None:
+    broker = services()["mosquitto"]
+    fleet = services()["pandapulse-fleet"]
+    assert broker["profiles"] == fleet["profiles"] == ["broker"]
+    assert broker["image"].startswith("eclipse-mosquitto:2")
+    config_dir = [v.split(":")[0] for v in broker["volumes"] if v.endswith(":/mosquitto/config")]
+    conf = (COMPOSE.parent / config_dir[0] / "mosquitto.conf").read_text()
+    assert "allow_anonymous false" in conf and "password_file" in conf
+    assert any(v.endswith(":/mosquitto/data") for v in broker["volumes"])
+    # The fleet view reads the broker with its own account and needs a token to start.
+    image_env = df.env(df.instructions(REPO / "Dockerfile"))
+    host_env = {"PANDAPULSE_FLEET_TOKEN": "fleet-token", "PANDAPULSE_FLEET_MQTT_PASSWORD": "pw"}
+    env = image_env | {k: interpolate(str(v), host_env) for k, v in fleet["environment"].items()}
+    settings = load_settings(environ=env)
+    assert settings.mqtt.host == "mosquitto" and settings.mqtt.username == "fleet"
+    assert settings.mqtt.password is not None
+    # A box points at it through the environment; unset, MQTT stays off.
+    box_env = {
+        "PANDAPULSE_TOKEN": "t",
+        "PANDAPULSE_MQTT_HOST": "mosquitto",
+        "PANDAPULSE_MQTT_USERNAME": "box1",
+        "PANDAPULSE_MQTT_PASSWORD": "pw",
+    }
+    env = image_env | {k: interpolate(str(v), box_env) for k, v in live()["environment"].items()}
+    assert load_settings(environ=env).mqtt.enabled
+    env = image_env | {
+        k: interpolate(str(v), {"PANDAPULSE_TOKEN": "t"}) for k, v in live()["environment"].items()
+    }
+    assert not load_settings(environ=env).mqtt.enabled

@@ -19,8 +19,8 @@ from model import constants as C
 from service import doctor
 from service.api import create_app
 from service.config import Settings, load_settings
-from service.mqtt import BoxInfo, SourceState, check_broker
-from service.wire import MESSAGE_ADAPTER, AlertMsg, EncounterMsg, SegmentMsg
+from service.mqtt import BoxInfo, MqttPublisher, SourceState, check_broker
+from service.wire import MESSAGE_ADAPTER, Alert, AlertMsg, EncounterMsg, SegmentMsg
 from tests.mqtt_broker import Broker, Listener, broker, free_port
 
 __all__ = ["broker"]  # the fixture, imported for the tests below
@@ -295,6 +295,52 @@ def test_discovery_announces_each_enclosure_and_removes_a_dropped_source(
     fresh.wait_for(lambda m: len(discovery_topics(fresh)) == 5)
     assert all("/north_" in t for t in discovery_topics(fresh))
     fresh.close()
+
+
+def test_the_failure_alarm_follows_unacknowledged_failure_alerts(
+    broker: Broker, tmp_path: Path, untrained_checkpoint: Path
+) -> None:
+    """The publisher alone, fed the service's events: a failure alert turns the source's alarm
+    (the Home Assistant binary sensor) on, its acknowledgement turns it off; other alerts
+    count as open alerts but are no alarm."""
+    listener = Listener(broker, [f"pandapulse/{BOX}/source/north/status"])
+    settings = settings_for(tmp_path, untrained_checkpoint, broker, [idle("north")])
+    publisher = MqttPublisher(settings, model_version="m1")
+    publisher.start()
+    try:
+        _wait(lambda: publisher.status().state == "connected")
+
+        def alert(alert_id: int, kind: str, acked: bool) -> AlertMsg:
+            return AlertMsg(
+                action="acknowledged" if acked else "raised",
+                alert=Alert(
+                    id=alert_id,
+                    kind=kind,  # type: ignore[arg-type]
+                    source="north",
+                    encounter_id=None,
+                    message="m",
+                    p_failure=0.8,
+                    created_at="2026-01-01T00:00:00.000Z",
+                    acknowledged_at="2026-01-01T00:01:00.000Z" if acked else None,
+                    acknowledged_by="Li" if acked else None,
+                ),
+            )
+
+        def latest() -> dict[str, Any]:
+            return listener.json_on(f"pandapulse/{BOX}/source/north/status")[-1]
+
+        publisher.on_event(alert(1, "audio_stalled", acked=False))
+        listener.wait_for(lambda m: latest()["open_alerts"] == 1)
+        assert latest()["alarm"] is False
+        publisher.on_event(alert(2, "failure_dominates", acked=False))
+        listener.wait_for(lambda m: latest()["open_alerts"] == 2)
+        assert latest()["alarm"] is True
+        publisher.on_event(alert(2, "failure_dominates", acked=True))
+        listener.wait_for(lambda m: latest()["open_alerts"] == 1)
+        assert latest()["alarm"] is False
+    finally:
+        publisher.stop()
+        listener.close()
 
 
 # --- errors --------------------------------------------------------------------------------------
