@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from model.classifier import Classifier
 from model.errors import AudioError, CheckpointError
+from service.alerts import ChannelCounts
 from service.config import Settings
 from service.hub import Hub
 from service.metrics import Counter, Metrics
@@ -404,6 +405,8 @@ class Runtime:
     def counters(self) -> list[Counter]:
         """Counters for /metrics beyond the ``stats`` payload."""
         m = self.monitor
+        hooks = m.outbox.by_channel.get("webhook", ChannelCounts())
+        notes = m.outbox.by_channel.get("apprise", ChannelCounts())
         return [
             Counter("predict_requests", self.predicts, "/predict requests answered"),
             Counter("model_swaps", self.model_swaps, "Live model changes (activate, rollback)"),
@@ -437,9 +440,20 @@ class Runtime:
                 m.audio.seconds_written,
                 "Seconds of encounter audio written",
             ),
-            Counter("webhook_delivered", m.outbox.delivered, "Webhook deliveries that succeeded"),
+            Counter("webhook_delivered", hooks.delivered, "Webhook deliveries that succeeded"),
             Counter(
-                "webhook_failed_attempts", m.outbox.failed_attempts, "Webhook attempts that failed"
+                "webhook_failed_attempts", hooks.failed_attempts, "Webhook attempts that failed"
+            ),
+            Counter("notify_delivered", notes.delivered, "Apprise notifications delivered"),
+            Counter(
+                "notify_failed_attempts",
+                notes.failed_attempts,
+                "Apprise notification attempts that failed",
+            ),
+            Counter(
+                "alert_deliveries_given_up",
+                sum(c.given_up for c in list(m.outbox.by_channel.values())),
+                "Alert deliveries given up, any channel (e.g. its URL left the config)",
             ),
         ]
 

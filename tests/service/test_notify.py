@@ -373,6 +373,15 @@ def test_the_api_shows_each_channels_result(
         assert [d["status"] for d in listed[0]["deliveries"]] == ["delivered", "delivered"]
         everything = client.get("/api/alerts").text + made.text
         assert client.get("/api/alerts/999999").status_code == 404
+        metrics = {
+            line.split()[0]: float(line.split()[1])
+            for line in client.get("/metrics").text.splitlines()
+            if line.startswith("pandapulse_") and " " in line
+        }
+    assert metrics["pandapulse_notify_delivered_total"] == 1
+    assert metrics["pandapulse_notify_failed_attempts_total"] == 1
+    assert metrics["pandapulse_webhook_delivered_total"] == 1
+    assert metrics["pandapulse_webhook_failed_attempts_total"] == 0
     for secret in ("chat-pass-123", "chat-token-456", "pp-user", "s3cret-path"):
         assert secret not in everything
     assert len(chat_got.accepted) == 1 and chat_got.refused == 1 and len(hook_got.accepted) == 1
