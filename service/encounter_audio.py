@@ -37,6 +37,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,6 +60,8 @@ HANDOFF_S = 30.0
 """Audio a lane may have waiting for the storage thread before blocks are dropped (s)."""
 DRAIN_S = 0.5
 """A drain is requested once this much audio is waiting (s)."""
+LOSSLESS_WAIT_S = 10.0
+"""Longest a lossless source waits for room in its hand-off before dropping (s)."""
 MAX_GAP_S = 60.0
 """A gap up to this long is written as silence inside the part; a longer one starts a new part."""
 REPAIR_STEPS = (65_536, 4096, 256)
@@ -93,6 +96,7 @@ class _Lane:
     """Written by the storage thread, read by the source thread."""
     active: _Want | None = None
     """The request the source thread acts on (source thread only)."""
+    lossless: bool = False
     queued_samples: int = 0
     drain_requested: bool = False
     dropped_blocks: int = 0
@@ -149,12 +153,14 @@ class EncounterAudio:
         self.samples_written = 0
         self.parts_repaired = 0
 
-    def add_source(self, source: str) -> None:
-        """Make ``source``'s lane (before its audio flows: lanes are never added concurrently)."""
+    def add_source(self, source: str, *, lossless: bool = False) -> None:
+        """Make ``source``'s lane (before its audio flows: lanes are never added concurrently).
+        A ``lossless`` source (a file or synthetic audio played as fast as consumed) waits for
+        room in the hand-off, as it waits for the rest of the pipeline, instead of dropping."""
         if source not in self._lanes:
             # Bounded in blocks; sized for the smallest block the service reads (512 samples).
             slots = max(1, self._handoff_samples // 512)
-            self._lanes[source] = _Lane(source, queue.Queue(maxsize=slots))
+            self._lanes[source] = _Lane(source, queue.Queue(maxsize=slots), lossless=lossless)
 
     @property
     def dropped_blocks(self) -> int:
@@ -199,6 +205,9 @@ class EncounterAudio:
         try:
             lane.handoff.put_nowait((want, block))
         except queue.Full:
+            if lane.lossless and self._wait_for_room(lane, (want, block)):
+                lane.queued_samples += block.audio.shape[1]
+                return
             lane.dropped_blocks += 1
             if lane.dropped_blocks <= 10 or lane.dropped_blocks % 1000 == 0:  # rate-limited
                 log.warning(
@@ -209,6 +218,18 @@ class EncounterAudio:
                 )
             return
         lane.queued_samples += block.audio.shape[1]
+
+    def _wait_for_room(self, lane: _Lane, item: tuple[_Want, AudioBlock]) -> bool:
+        """A lossless source waits (at most ``LOSSLESS_WAIT_S``) for the storage thread."""
+        deadline = time.monotonic() + LOSSLESS_WAIT_S
+        while time.monotonic() < deadline:
+            self._maybe_drain(lane)
+            try:
+                lane.handoff.put(item, timeout=0.05)
+            except queue.Full:
+                continue
+            return True
+        return False
 
     def _maybe_drain(self, lane: _Lane) -> None:
         if lane.drain_requested or (

@@ -138,7 +138,8 @@ class Monitor:
         """End sample of each source's latest stored segment (storage thread): a keeper's
         encounter keeps audio from there, so every segment it gets lies in its audio."""
         for source in settings.sources:
-            self.audio.add_source(source.id)
+            lossless = source.kind in ("file", "synthetic") and not source.realtime
+            self.audio.add_source(source.id, lossless=lossless)
         self.outbox = OutboxWorker(self.store, schedule=a.retry_schedule_s)
         """Alert delivery; a channel (``service.alerts.Deliverer``) registers before start()."""
         self.outbox.register(WebhookDeliverer(timeout_s=a.webhook_timeout_s))
@@ -276,7 +277,9 @@ class Monitor:
                 pair=pair,
                 keeper=keeper,
                 notes=notes,
-                from_sample=self._scored_to.get(source),
+                # Segments still on their way start at or after the latest stored one's end;
+                # before any, from the oldest audio the pre-roll holds.
+                from_sample=self._scored_to.get(source, 0),
             )
         )
 

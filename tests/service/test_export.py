@@ -443,3 +443,34 @@ def test_an_automatic_encounter_keeps_audio_from_its_first_segment(monitor_facto
     want = np.concatenate([b.audio for b in blocks], axis=1).T[part.start_sample :]
     np.testing.assert_allclose(data, want, atol=2**-23)
     storage.close()
+
+
+@pytest.mark.parametrize("lossless", [True, False])
+def test_a_lossless_source_waits_for_the_disk_a_live_one_drops(
+    tmp_path: Path, lossless: bool
+) -> None:
+    from service.storage_thread import StorageThread
+
+    store = StorageThread(lambda: Storage(tmp_path))
+    store.start()
+    slow: list[float] = []
+
+    def offer(job: Any) -> bool:  # a slow disk: each drain takes a while
+        return store.offer(lambda s: (time.sleep(0.02), slow.append(1), job(s)))
+
+    audio = EncounterAudio(offer, _clock, preroll_s=0, handoff_s=0.05)  # 4 blocks of room
+    audio.add_source("north", lossless=lossless)
+    enc = store.run(lambda s: s.create_encounter(source="north")).result()
+    store.run(lambda s: audio.begin(s, enc.id, "north", None)).result()
+    blocks = _blocks("north", 2.0)
+    for block in blocks:
+        audio.tap(block)
+    store.run(lambda s: audio.end(s, enc.id)).result()
+    (part,) = store.run(lambda s: s.audio_parts_of(enc.id)).result()
+    store.stop()
+    assert slow
+    if lossless:  # every block, in order
+        assert audio.dropped_blocks == 0 and part.gap_samples == 0
+        assert part.frames == blocks[-1].end
+    else:  # the audio thread never waited: what did not fit was dropped, and counted
+        assert audio.dropped_blocks > 0 and part.frames < blocks[-1].end
