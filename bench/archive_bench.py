@@ -2,18 +2,17 @@
 
 Scores one folder of synthetic encounters (``--files`` recordings of ``--minutes`` each, 16-bit
 stereo WAV at 44.1 kHz; distinct encounters with quiet spells, so about a third of the audio is
-calling) with ``model.archive.run_archive``, exactly what ``pandapulse predict DIR`` runs, in
-four ways:
+calling) by running ``pandapulse predict DIR`` itself, in four ways:
 
-1. one process, torch's own thread pool over every core (``--workers 1``);
-2. one process, one torch thread (the unit the parallel runs are made of);
-3. local worker processes, one per core, one torch thread each (``--workers N``, the default);
-4. a Dask ``LocalCluster`` with as many single-threaded worker processes (``--scheduler``).
+1. ``--workers 1``: one process, torch's own thread pool over every core;
+2. the same with ``OMP_NUM_THREADS=1``: one core (the unit the parallel runs are made of);
+3. ``--workers N``: local worker processes, one per core, one torch thread each (the default);
+4. ``--scheduler``: a Dask ``LocalCluster`` with as many single-threaded worker processes.
 
-Each run starts from an empty results folder and is timed from the call to the last row
-written, local worker start-up and model loading included (what a user waits for); the Dask
-cluster is started before the timing, as a lab's cluster is already running (its workers keep
-the model loaded between runs). Per core divides
+Each run is the wall time of the whole command into an empty results folder (what a user waits
+for: Python and torch start-up, model loading, worker start-up); the Dask cluster is started
+before, as a lab's cluster is already running (its workers keep the model loaded between
+runs). Per core divides
 by the cores the run may use. Medians of ``--repeats`` runs. Prints the machine (``lscpu``) and
 its load; with ``--write`` (the default) records the figures in BENCHMARKS.md's "Archive
 scoring" section. Usage:
@@ -24,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
 import shutil
@@ -32,7 +32,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -92,19 +91,28 @@ def make_corpus(folder: Path, files: int, minutes: float) -> float:
     return total
 
 
-def timed(run: Callable[[Path], archive.Summary], work: Path, repeats: int) -> tuple[float, float]:
-    """(median wall seconds, audio seconds scored) of ``repeats`` runs into fresh folders."""
+def timed(command: list[str], env: dict[str, str], work: Path, repeats: int) -> tuple[float, float]:
+    """(median wall seconds, audio seconds scored) of ``repeats`` runs of the ``pandapulse
+    predict`` command line ``command`` (``--out`` added), each into a fresh results folder."""
     walls = []
     audio_s = 0.0
     for i in range(repeats):
         out = work / f"results-{time.monotonic_ns()}-{i}"
         start = time.perf_counter()
-        archive.release_models()  # each run loads its model, as a fresh command does
-        summary = run(out)
+        done = subprocess.run(
+            [*command, "--out", str(out), "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         walls.append(time.perf_counter() - start)
-        if summary.failed or not summary.scored:
-            raise SystemExit(f"the benchmark corpus did not score cleanly: {summary.failed}")
-        audio_s = summary.audio_s
+        if done.returncode != 0:
+            raise SystemExit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr}")
+        summary = json.loads(done.stdout)
+        if summary["failed"] or not summary["scored"]:
+            raise SystemExit(f"the benchmark corpus did not score cleanly: {summary['failed']}")
+        audio_s = summary["audio_hours"] * 3600
         shutil.rmtree(out)
     return statistics.median(walls), audio_s
 
@@ -122,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     from distributed import LocalCluster
 
     n = cores()
+    default = archive.default_workers()
     load_before = os.getloadavg()
     model_version = str(read_metadata(args.model)["model_version"])
     print(f"CPU: {lscpu_model()} ({n} cores); load average {load_before[0]:.2f}")
@@ -135,35 +144,44 @@ def main(argv: list[str] | None = None) -> int:
             f" (made in {time.perf_counter() - start:.0f} s)"
         )
 
-        def settings(threads: int | None) -> archive.Settings:
-            return archive.Settings(model=str(args.model), torch_threads=threads)
-
-        def local(workers: int, threads: int | None) -> Callable[[Path], archive.Summary]:
-            return lambda out: archive.run_archive(
-                [corpus], out, settings(threads), model_version=model_version,
-                workers=workers, progress=False,
-            )  # fmt: skip
-
+        predict = [sys.executable, "-m", "service.cli", "predict", str(corpus)]
+        predict += ["--model", str(args.model)]
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        one_thread = {**env, "OMP_NUM_THREADS": "1"}  # torch's intra-op threads
         cluster = LocalCluster(
             n_workers=n, processes=True, threads_per_worker=1, dashboard_address=None
         )
-
-        def on_dask(out: Path) -> archive.Summary:
-            return archive.run_archive(
-                [corpus], out, settings(1), model_version=model_version,
-                scheduler=cluster.scheduler_address, progress=False,
-            )  # fmt: skip
-
-        runs: list[tuple[str, int, Callable[[Path], archive.Summary]]] = [
-            (f"1 process, torch's {torch.get_num_threads()} threads", n, local(1, None)),
-            ("1 process, 1 torch thread", 1, local(1, 1)),
-            (f"{n} worker processes x 1 thread (the default)", n, local(n, 1)),
-            (f"Dask LocalCluster, {n} worker processes x 1 thread", n, on_dask),
+        runs: list[tuple[str, int, list[str], dict[str, str]]] = [
+            (
+                f"`--workers 1`: this process, torch's {n} threads",
+                n,
+                [*predict, "--workers", "1"],
+                env,
+            ),
+            (
+                "`--workers 1`, OMP_NUM_THREADS=1: one core",
+                1,
+                [*predict, "--workers", "1"],
+                one_thread,
+            ),
+            (
+                f"`--workers {n}`{' (the default here)' if default == n else ''}:"
+                f" {n} processes x 1 thread",
+                n,
+                [*predict, "--workers", str(n)],
+                env,
+            ),
+            (
+                f"`--scheduler`: Dask LocalCluster, {n} worker processes x 1 thread",
+                n,
+                [*predict, "--scheduler", cluster.scheduler_address],
+                env,
+            ),
         ]
         rows = []
         try:
-            for name, used, run in runs:
-                wall, audio_s = timed(run, work, args.repeats)
+            for name, used, command, run_env in runs:
+                wall, audio_s = timed(command, run_env, work, args.repeats)
                 per_min = audio_s / 3600 / (wall / 60)
                 rows.append((name, used, wall, per_min, per_min / used))
                 print(
@@ -173,9 +191,9 @@ def main(argv: list[str] | None = None) -> int:
             cluster.close()
     load_after = os.getloadavg()
 
-    precision = archive.Settings(model=str(args.model)).precision
     from model.classifier import resolve_precision
 
+    precision = "auto"
     lines = [
         f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC by `bench/archive_bench.py`"
         " (figures written by the script).",
@@ -187,9 +205,10 @@ def main(argv: list[str] | None = None) -> int:
         f" ({resolve_precision(precision, 'cpu')} on this CPU)",
         f"- Corpus: {args.files} WAV files of {args.minutes:g} min (16-bit stereo 44.1 kHz,"
         f" synthetic encounters with quiet spells), {total_s / 3600:.2f} h of audio, in"
-        " nested folders; each run into an empty results folder, local worker start-up and"
-        " model loading included (the Dask cluster was started before, as a lab's is);"
-        f" median of {args.repeats} runs",
+        " nested folders. Each figure is the wall time of the whole `pandapulse predict CORPUS"
+        " --out EMPTY` command (Python and torch start-up, model loading and local workers"
+        " included; the Dask cluster was started before, as a lab's is); median of"
+        f" {args.repeats} runs",
         "",
         "| how | cores used | wall s | hours of audio per minute | per core |",
         "|---|---|---|---|---|",

@@ -199,11 +199,6 @@ def _classifier(settings: Settings, checkpoint_bytes: bytes | None) -> Any:
     return cache[key]
 
 
-def release_models() -> None:
-    """Forget this thread's loaded classifiers (the next ``score_file`` loads its model again)."""
-    _local.classifiers = {}
-
-
 def _header_duration(path: str) -> float | None:
     try:
         import soundfile as sf
