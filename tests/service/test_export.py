@@ -182,6 +182,11 @@ def test_export_with_the_cli_then_train_on_it(season: dict[str, Any], tmp_path: 
     assert meta["class_names"] == ["success", "failure"]
     assert meta["data"]["segmentation"] == {"annotations": 2}
     assert meta["data"]["segments"] == sum(int(r["calls"]) for r in rows)
+    # evaluate reads it too: the new model scored on the folder (annotations and detector).
+    report = tmp_path / "report"
+    code = cli(["evaluate", str(out), "--checkpoint", str(ckpt), "--out", str(report),
+                "--threads", "1", "--no-progress"])  # fmt: skip
+    assert code == 0 and (report / "test.json").is_file()
 
 
 def test_all_includes_unlabelled_and_since_filters(season: dict[str, Any], tmp_path: Path) -> None:
