@@ -184,8 +184,8 @@ def test_export_with_the_cli_then_train_on_it(season: dict[str, Any], tmp_path: 
     assert meta["data"]["segments"] == sum(int(r["calls"]) for r in rows)
     # evaluate reads it too: the new model scored on the folder (annotations and detector).
     report = tmp_path / "report"
-    code = cli(["evaluate", str(out), "--checkpoint", str(ckpt), "--out", str(report),
-                "--threads", "1", "--no-progress"])  # fmt: skip
+    args = ["--checkpoint", str(ckpt), "--out", str(report), "--threads", "1", "--no-progress"]
+    code = cli(["evaluate", str(out), *args])
     assert code == 0 and (report / "test.json").is_file()
 
 
