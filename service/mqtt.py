@@ -691,7 +691,9 @@ class MqttPublisher:
         if info is None:
             if not self.client.is_connected():
                 raise DeliveryError(
-                    self.error or f"not connected to the MQTT broker {self.cfg.host}"
+                    self.error
+                    or f"not connected to the MQTT broker {self.cfg.host}:{self.cfg.port}"
+                    " (reconnecting)"
                 )
             info = self._publish(topic, payload, qos=1)
             self._pending[key] = info

@@ -229,7 +229,10 @@ def test_alerts_raised_while_the_broker_is_down_arrive_once_it_is_back(
         listener.wait_for(lambda m: set(during) <= set(raised_ids(listener)))
         _wait(lambda: client.get("/stats", headers=AUTH).json()["storage"]["outbox_pending"] == 0)
         ids = raised_ids(listener)
-        assert sorted(ids) == sorted([first["id"], *during]), ids  # each once
+        assert set(ids) == {first["id"], *during}, ids
+        # Each raised while the broker was away is published once. (The consumer may get the
+        # first one twice: it was in flight to it when the broker died, and QoS 1 resends.)
+        assert all(ids.count(i) == 1 for i in during), ids
         assert stats_mqtt(client)["alerts_delivered"] == 4
         # The encounter is still open on the broker's retained status after the restart.
         state = listener.wait_for(
@@ -327,16 +330,17 @@ def test_the_failure_alarm_follows_unacknowledged_failure_alerts(
             )
 
         def latest() -> dict[str, Any]:
-            return listener.json_on(f"pandapulse/{BOX}/source/north/status")[-1]
+            states = listener.json_on(f"pandapulse/{BOX}/source/north/status")
+            return states[-1] if states else {}
 
         publisher.on_event(alert(1, "audio_stalled", acked=False))
-        listener.wait_for(lambda m: latest()["open_alerts"] == 1)
+        listener.wait_for(lambda m: latest().get("open_alerts") == 1)
         assert latest()["alarm"] is False
         publisher.on_event(alert(2, "failure_dominates", acked=False))
-        listener.wait_for(lambda m: latest()["open_alerts"] == 2)
+        listener.wait_for(lambda m: latest().get("open_alerts") == 2)
         assert latest()["alarm"] is True
         publisher.on_event(alert(2, "failure_dominates", acked=True))
-        listener.wait_for(lambda m: latest()["open_alerts"] == 1)
+        listener.wait_for(lambda m: latest().get("open_alerts") == 1 and not latest()["alarm"])
         assert latest()["alarm"] is False
     finally:
         publisher.stop()
