@@ -479,3 +479,27 @@ def test_a_lossless_source_waits_for_the_disk_a_live_one_drops(
         assert part.frames == blocks[-1].end
     else:  # the audio thread never waited: what did not fit was dropped, and counted
         assert audio.dropped_blocks > 0 and part.frames < blocks[-1].end
+
+
+def test_offer_never_waits(tmp_path: Path) -> None:
+    import threading
+
+    from service.storage_thread import StorageThread
+
+    store = StorageThread(lambda: Storage(tmp_path), slots=1)
+    assert store.offer(lambda s: None) is False  # not started
+    store.start()
+    release = threading.Event()
+    busy = store.run(lambda s: release.wait(10))
+    assert store.offer(lambda s: None) is False  # every slot taken: refused at once
+    release.set()
+    busy.result(timeout=10)
+    ran = threading.Event()
+    # The slot comes back in the finished job's callback, which may run just after result().
+    deadline = time.monotonic() + 10
+    while not store.offer(lambda s: ran.set()):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert ran.wait(10)
+    store.stop()
+    assert store.offer(lambda s: None) is False
