@@ -15,6 +15,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -443,3 +444,21 @@ def test_doctor_parses_the_channels_and_sends_only_when_asked(
     assert mailbox.messages[0]["Subject"] == "PandaPulse · Test notification"
     assert sent[2].detail.startswith(f"JSON · json://127.0.0.1:{dead}: not sent: ")
     assert "AAHabcdef" not in " ".join(f.detail for f in sent)  # the bot token stays hidden
+
+
+def test_retention_keeps_pending_deliveries(tmp_path: Path) -> None:
+    store = Storage(tmp_path)
+    alert = store.add_alert(
+        kind="test",
+        message="m",
+        targets=[("webhook", "http://127.0.0.1:9/a"), ("apprise", "k1"), ("apprise", "k2")],
+    )
+    done, gone, waiting = store.outbox_rows([alert.id])
+    store.outbox_delivered(done.id)
+    store.outbox_failed(gone.id, "no longer configured", 0.0, give_up=True)
+    store.outbox_failed(waiting.id, "HTTP 503", 0.0)
+    later = datetime.now(UTC) + timedelta(days=200)
+    store.apply_retention(keep_days=90, max_disk_bytes=1 << 40, now=later)
+    (kept,) = store.outbox_rows()
+    assert kept.id == waiting.id and kept.status == "pending" and store.outbox_pending() == 1
+    store.close()
