@@ -52,6 +52,9 @@ class Broker:
     directory: Path
     port: int = field(default_factory=free_port)
     users: dict[str, str] = field(default_factory=dict)
+    tls: bool = False
+    """Serve TLS only, with a certificate for 127.0.0.1 signed by a CA made for this broker
+    (``ca_file``)."""
     persistent: bool = False
     """Keep sessions and retained messages on disk, saved after every change, so they survive
     ``kill`` (a subscriber with a persistent session then misses nothing while it was away)."""
@@ -63,6 +66,9 @@ class Broker:
 
     def _config(self) -> Path:
         lines = [f"listener {self.port} 127.0.0.1", "log_dest stderr"]
+        if self.tls:
+            ca, cert, key = make_certificates(self.directory)
+            lines += [f"cafile {ca}", f"certfile {cert}", f"keyfile {key}"]
         if self.persistent:
             lines += [
                 "persistence true",
@@ -114,6 +120,73 @@ class Broker:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
         self.proc = None
+
+    @property
+    def ca_file(self) -> Path:
+        return self.directory / "ca.pem"
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def make_ca(directory: Path, name: str = "ca") -> tuple[Path, Path]:
+    """A self-signed CA (certificate, key) valid for a day."""
+    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        str(key),
+        "-out",
+        str(cert),
+        "-days",
+        "1",
+        "-subj",
+        f"/CN=PandaPulse test {name}",
+    )
+    return cert, key
+
+
+def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1 it signed: (ca, cert, key)."""
+    ca, ca_key = make_ca(directory)
+    key, csr, cert = directory / "server.key", directory / "server.csr", directory / "server.pem"
+    ext = directory / "server.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    _openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        str(key),
+        "-out",
+        str(csr),
+        "-subj",
+        "/CN=127.0.0.1",
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        str(csr),
+        "-CA",
+        str(ca),
+        "-CAkey",
+        str(ca_key),
+        "-CAcreateserial",
+        "-out",
+        str(cert),
+        "-days",
+        "1",
+        "-extfile",
+        str(ext),
+    )
+    return ca, cert, key
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from service.api import create_app
 from service.config import Settings, load_settings
 from service.mqtt import BoxInfo, MqttPublisher, SourceState, check_broker
 from service.wire import MESSAGE_ADAPTER, Alert, AlertMsg, EncounterMsg, SegmentMsg
-from tests.mqtt_broker import Broker, Listener, broker, free_port
+from tests.mqtt_broker import Broker, Listener, broker, free_port, make_ca
 
 __all__ = ["broker"]  # the fixture, imported for the tests below
 
@@ -429,6 +429,38 @@ def test_an_unreachable_broker_is_reported_and_the_service_runs_on(
 def findings(settings: Settings) -> list[doctor.Finding]:
     found = [f for f in doctor.check_mqtt(settings) if isinstance(f, doctor.Finding)]
     return found
+
+
+def test_tls_with_the_brokers_ca_connects_and_a_foreign_ca_is_refused(
+    tmp_path_factory: pytest.TempPathFactory,
+    service: Any,
+    tmp_path: Path,
+    untrained_checkpoint: Path,
+) -> None:
+    broker = Broker(tmp_path_factory.mktemp("mosquitto"), tls=True)
+    broker.start()
+    try:
+        good = settings_for(
+            tmp_path, untrained_checkpoint, broker, [idle("north")], ca_file=str(broker.ca_file)
+        )
+        assert good.mqtt.use_tls
+        assert findings(good)[0].ok, findings(good)[0].detail
+        client = service(good)
+        _wait(lambda: stats_mqtt(client)["state"] == "connected")
+
+        foreign_ca, _ = make_ca(tmp_path_factory.mktemp("foreign"), "other-ca")
+        bad = settings_for(
+            tmp_path, untrained_checkpoint, broker, [idle("north")], ca_file=str(foreign_ca)
+        )
+        found = findings(bad)
+        assert not found[0].ok and "TLS" in found[0].detail
+        assert "CERTIFICATE_VERIFY_FAILED" in found[0].detail
+        # Plain MQTT against the TLS listener is no answer either.
+        plain = settings_for(tmp_path, untrained_checkpoint, broker, [idle("north")])
+        found = [f for f in doctor.check_mqtt(plain, timeout_s=2) if isinstance(f, doctor.Finding)]
+        assert not found[0].ok, found[0].detail
+    finally:
+        broker.kill()
 
 
 def _wait(predicate: Any, timeout: float = 30.0) -> None:
