@@ -108,8 +108,6 @@ class _Writer:
     """An open part (storage thread only)."""
 
     part_id: int
-    encounter_id: int
-    source: str
     path: Path
     rel: str
     file: sf.SoundFile
@@ -126,7 +124,8 @@ class EncounterAudio:
     offer : queues a job on the storage thread without waiting (``StorageThread.offer``)
     clock : wall time of a source's sample (``Monitor.wall_time``)
     enabled : ``storage.keep_encounter_audio``; when False every method does nothing
-    preroll_s : audio kept before an encounter opens (0 when encounters only open by hand)
+    preroll_s : audio each lane keeps before an encounter opens (s)
+    handoff_s : audio a lane may have waiting for the storage thread (s)
     """
 
     def __init__(
@@ -170,10 +169,6 @@ class EncounterAudio:
     @property
     def seconds_written(self) -> float:
         return round(self.samples_written / C.SAMPLE_RATE, 1)
-
-    def recording(self) -> list[int]:
-        """Ids of the encounters being written (storage thread)."""
-        return list(self._writers)
 
     # --- source threads -------------------------------------------------------------------------
     def tap(self, block: AudioBlock) -> None:
@@ -374,7 +369,7 @@ class EncounterAudio:
             subtype=SUBTYPE,
         )
         log.info("encounter %d: keeping its audio in %s", encounter_id, rel)
-        return _Writer(part.id, encounter_id, source, path, str(rel), file, start)
+        return _Writer(part.id, path, str(rel), file, start)
 
     def _finish(self, storage: Storage, writer: _Writer) -> None:
         try:
