@@ -455,6 +455,26 @@ class Runtime:
                 sum(c.given_up for c in list(m.outbox.by_channel.values())),
                 "Alert deliveries given up, any channel (e.g. its URL left the config)",
             ),
+            *self._mqtt_counters(),
+        ]
+
+    def _mqtt_counters(self) -> list[Counter]:
+        if self.mqtt is None:
+            return []
+        status = self.mqtt.status()
+        return [
+            Counter(
+                "mqtt_connected",
+                int(status.state == "connected"),
+                "1 while the broker is connected",
+            ),
+            Counter(
+                "mqtt_messages_published", status.published, "MQTT messages handed to the broker"
+            ),
+            Counter(
+                "mqtt_alerts_delivered", status.alerts_delivered, "Alerts the broker acknowledged"
+            ),
+            Counter("mqtt_connects", self.mqtt.connects, "Successful connections to the broker"),
         ]
 
     async def snapshot(self) -> SnapshotMsg:

@@ -181,6 +181,10 @@ def test_events_and_retained_state_arrive_with_the_documented_payloads(
     mqtt = stats_mqtt(client)
     assert mqtt["state"] == "connected" and mqtt["error"] is None
     assert mqtt["topic"] == base and mqtt["published"] > 0
+    metrics = client.get("/metrics", headers=AUTH).text
+    assert (
+        "pandapulse_mqtt_connected" in metrics and "pandapulse_mqtt_messages_published" in metrics
+    )
     client.__exit__(None, None, None)
     listener.wait_for(lambda m: listener.latest(f"{base}/status") == b"offline")
     listener.close()
