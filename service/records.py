@@ -7,7 +7,7 @@ UTC strings (``storage.iso``), which is also what the wire sends.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
 from model import constants as C
@@ -164,6 +164,8 @@ class EncounterRecord:
     encounter: EncounterRow
     segments: list[SegmentRow]
     alerts: list[AlertRow]
+    audio: list[AudioPartRow] = field(default_factory=list)
+    """Its whole-audio files (``service.encounter_audio``), oldest first."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -317,7 +317,10 @@ class Storage:
         if encounter is None:
             return None
         return EncounterRecord(
-            encounter, self.segments_of(encounter_id), self.alerts_of(encounter_id)
+            encounter,
+            self.segments_of(encounter_id),
+            self.alerts_of(encounter_id),
+            self.audio_parts_of(encounter_id),
         )
 
     def live_records(self, n_segments: int) -> LiveRecords:

@@ -20,6 +20,7 @@ from model import constants as C
 from service.records import (
     AlertKind,
     AlertRow,
+    AudioPartRow,
     DeliveryStatus,
     EncounterRecord,
     EncounterRow,
@@ -165,9 +166,41 @@ class AlertDetail(Alert):
         )
 
 
+AudioState = Literal["recording", "kept", "removed", "unfinished"]
+
+
+class AudioPart(_Wire):
+    """One file of an encounter's whole audio (``storage.keep_encounter_audio``)."""
+
+    file: str
+    started_at: str
+    seconds: float | None
+    """None while it is written."""
+    state: AudioState
+    """``removed``: retention deleted it; ``unfinished``: a crash, repaired at the next start."""
+
+    @classmethod
+    def of(cls, row: AudioPartRow, recording: bool) -> AudioPart:
+        state: AudioState
+        if row.removed_at is not None:
+            state = "removed"
+        elif row.finished_at is not None:
+            state = "kept"
+        else:
+            state = "recording" if recording else "unfinished"
+        return cls(
+            file=row.path.rsplit("/", 1)[-1],
+            started_at=row.started_at,
+            seconds=None if row.finished_at is None else round(row.seconds, 3),
+            state=state,
+        )
+
+
 class EncounterDetail(Encounter):
     segments: list[Segment]
     alerts: list[Alert]
+    audio: list[AudioPart] = []
+    """Its whole audio, one entry per file; [] when none was kept."""
 
     @classmethod
     def of_record(cls, record: EncounterRecord) -> EncounterDetail:
@@ -175,6 +208,7 @@ class EncounterDetail(Encounter):
             **_fields(record.encounter, Encounter),
             segments=[Segment.of(s) for s in record.segments],
             alerts=[Alert.of(a) for a in record.alerts],
+            audio=[AudioPart.of(p, record.encounter.is_open) for p in record.audio],
         )
 
 

@@ -209,6 +209,8 @@ def test_all_includes_unlabelled_and_since_filters(season: dict[str, Any], tmp_p
 
 def test_history_downloads(season: dict[str, Any], tmp_path: Path) -> None:
     raven, audacity = season["raven"], season["audacity"]
+    (part,) = season["detail"]["audio"]  # the History view says what is kept
+    assert part["state"] == "kept" and part["seconds"] > 0 and part["file"].endswith(".flac")
     assert raven.status_code == 200 and audacity.status_code == 200
     n = season["detail"]["n_segments"]
     (tmp_path / "calls.Table.1.selections.txt").write_text(raven.text)
@@ -397,6 +399,7 @@ def test_audio_off_and_the_export_says_what_is_missing(
     config = _config(tmp_path, untrained_checkpoint, keep_encounter_audio=False)
     with TestClient(create_app(load_settings(environ={}, overrides=config))) as client:
         eid = _encounter(client, "success", n=1)
+        assert client.get(f"/api/encounters/{eid}", headers=AUTH).json()["audio"] == []
     storage = Storage(tmp_path / "data")
     assert storage.audio_parts_of(eid) == []
     storage.close()

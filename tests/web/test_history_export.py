@@ -36,6 +36,8 @@ def test_history_downloads_raven_audacity_and_datasets(
         page.wait_for_selector("#conn[data-state=open]")
         page.goto(f"{service.url}/#history/{eid}")
         page.wait_for_selector("[data-testid=outcome-form]")
+        facts = page.inner_text("#hist-detail dl.facts").lower()  # labels are upper-cased
+        assert "whole audio" in facts and "not kept" not in facts
 
         def save(selector: str, name: str) -> Path:
             with page.expect_download(timeout=30_000) as info:

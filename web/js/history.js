@@ -150,6 +150,7 @@ export class HistoryView {
           fact(t("common.p_success"), pct(enc.p_success)),
           fact(t("history.verdict"), verdictBadge(enc.verdict)),
           fact(t("history.model"), enc.model_version || "–"),
+          fact(t("history.audio"), audioText(enc.audio || [])),
           enc.auto ? fact(t("history.opened"), t("history.opened_auto")) : null,
           enc.notes ? fact(t("history.notes"), enc.notes) : null),
         el("h3", {}, t("history.timeline")),
@@ -277,6 +278,12 @@ function saveLarge(path) {
   document.body.append(link);
   link.click();
   link.remove();
+}
+
+/** What is kept of the encounter's whole audio: each file's length, or why there is none. */
+function audioText(parts) {
+  if (!parts.length) return t("history.audio_none");
+  return parts.map((p) => (p.state === "kept" ? duration(p.seconds) : t(`history.audio_${p.state}`))).join(" + ");
 }
 
 function fact(label, value) {
