@@ -28,8 +28,9 @@ began; each lane keeps the last ``PREROLL_S`` of audio so the part starts at tha
 
 Crashes: libsndfile writes each FLAC frame as it is encoded, so after a crash the file holds
 everything but the last frame (< 0.1 s) and the blocks still queued; only its header (length,
-checksum) is missing. ``recover`` reads back what is readable and rewrites it as a complete
-file (the part is marked ``repaired``).
+checksum) is missing; each file is synced to the disk every ``SYNC_S`` of audio, so a power
+cut loses at most that much. ``recover`` reads back what is readable and rewrites it as a
+complete file (the part is marked ``repaired``).
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ LOSSLESS_WAIT_S = 10.0
 """Longest a lossless source waits for room in its hand-off before dropping (s)."""
 MAX_GAP_S = 60.0
 """A gap up to this long is written as silence inside the part; a longer one starts a new part."""
+SYNC_S = 10.0
+"""Audio written between two syncs to the disk (s): what a power cut may lose of a part (a
+crash of the process loses only what was still queued)."""
 REPAIR_STEPS = (65_536, 4096, 256)
 """Frames read at a time when repairing a file, ever smaller near its broken end."""
 SUBTYPE = CLIP_SUBTYPE
@@ -114,6 +118,7 @@ class _Writer:
     next_sample: int
     frames: int = 0
     gap_samples: int = 0
+    synced_frames: int = 0
 
 
 class EncounterAudio:
@@ -314,6 +319,9 @@ class EncounterAudio:
             writer.frames += audio.shape[1]
             writer.next_sample += audio.shape[1]
             self.samples_written += audio.shape[1]
+            if writer.frames - writer.synced_frames >= SYNC_S * C.SAMPLE_RATE:
+                writer.file.flush()  # fsync: a power cut loses at most SYNC_S
+                writer.synced_frames = writer.frames
         except (OSError, sf.LibsndfileError, RuntimeError) as err:
             self.write_errors += 1
             self._failed.add(encounter_id)
