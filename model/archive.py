@@ -56,6 +56,7 @@ from typing import Any, TextIO
 from model import aggregate
 from model import constants as C
 from model.errors import DataError, PandaPulseError
+from model.raven import PREDICTION_MARK
 
 AUDIO_PATTERNS = (
     "*.wav",
@@ -97,7 +98,7 @@ OK = "ok"
 FAILED = "failed"
 RAVEN_SUFFIX = ".selections.txt"
 """``--raven`` writes ``<recording file name>.selections.txt`` (``rec.wav.selections.txt``)."""
-RAVEN_MARK = "PandaPulse model"
+RAVEN_MARK = PREDICTION_MARK
 """The model-version column of the selection tables written here: a table at the target path
 without it was written by someone else and is never overwritten."""
 RAVEN_FALLBACK = "raven"

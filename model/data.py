@@ -8,7 +8,9 @@ service see:
 
 - from annotations when a recording has them: Raven selection tables
   (``<stem>.*selections.txt``, e.g. ``<stem>.Table.1.selections.txt``) or an Audacity label
-  track (``<stem>.txt``: start, end, label), both read with ``crowsetta``;
+  track (``<stem>.txt``: start, end, label), both read with ``crowsetta``; a table of model
+  scores that ``pandapulse predict --raven`` wrote beside the audio is not an annotation and is
+  left out;
 - else from the energy vocalization detector (``model.detect.detect_calls``) when it exists;
 - else by tiling the whole file into consecutive 2-s pieces.
 
@@ -294,7 +296,7 @@ def annotation_files(recording: Path) -> tuple[str, list[Path]]:
     raven = sorted(
         p
         for p in recording.parent.glob(f"{stem}.*selections.txt")
-        if p.name.startswith(stem + ".") and p.is_file()
+        if p.name.startswith(stem + ".") and p.is_file() and not _is_prediction_table(p)
     )
     if raven:
         return "raven", raven
@@ -302,6 +304,16 @@ def annotation_files(recording: Path) -> tuple[str, list[Path]]:
     if audacity.is_file():
         return "aud-seq", [audacity]
     return "", []
+
+
+def _is_prediction_table(path: Path) -> bool:
+    """A table ``pandapulse predict --raven`` wrote (model scores, not annotations)."""
+    from model.raven import PREDICTION_MARK, header
+
+    try:
+        return PREDICTION_MARK in header(path)
+    except (OSError, UnicodeDecodeError):
+        return False  # unreadable: read_annotations reports it
 
 
 def _raven_annotation_column(path: Path) -> str:

@@ -33,6 +33,9 @@ VIEW = "Spectrogram 1"
 """The view each selection belongs to (Raven's default spectrogram view)."""
 SUFFIX = ".selections.txt"
 """Raven recognises selection tables by this ending."""
+PREDICTION_MARK = "PandaPulse model"
+"""The model-version column of the tables ``pandapulse predict --raven`` writes: such a table
+holds a model's scores, not a person's annotations, so ``model.data`` never reads it as one."""
 
 
 @dataclass(frozen=True)

@@ -197,3 +197,23 @@ def test_subsample_is_seeded(tmp_path: Path) -> None:
     assert len(a) == 5 and a.starts.tolist() == b.starts.tolist()
     assert a.summary["subsampled"] == {"from": len(ds), "to": 5, "seed": 3}
     assert D.subsample(ds, None) is ds
+
+
+def test_a_table_of_model_scores_beside_a_recording_is_not_read_as_annotations(
+    tmp_path: Path,
+) -> None:
+    """``pandapulse predict --raven`` writes ``rec.wav.selections.txt`` beside the audio; a
+    later ``train`` on the folder must not take the model's own verdicts for annotations."""
+    from model.data import annotation_files
+    from model.raven import PREDICTION_MARK, Selection, write_table
+
+    recording = tmp_path / "rec.wav"
+    recording.write_bytes(b"")
+    scored = Selection(0.5, 1.5, 0.0, 11025.0, "failure", extra={PREDICTION_MARK: "v1"})
+    write_table(tmp_path / "rec.wav.selections.txt", [scored], annotation_column="Verdict")
+    assert annotation_files(recording) == ("", [])
+    # a person's table beside it is still found, the scores' table still left out
+    person = write_table(
+        tmp_path / "rec.Table.1.selections.txt", [Selection(0.5, 1.5, 0.0, 11025.0, "bleat")]
+    )
+    assert annotation_files(recording) == ("raven", [person])
