@@ -78,8 +78,8 @@ class Service:
                 str(self.config),
                 "--port",
                 str(self.port),
-                "--token",
-                self.token,
+                # one argument: a random token may begin with "-", which argparse takes for an option
+                f"--token={self.token}",
             ],
             cwd=REPO,
             stdout=self._log,

@@ -84,8 +84,7 @@ class Fleet:
                     str(self.config),
                     "--port",
                     str(self.port),
-                    "--token",
-                    self.token,
+                    f"--token={self.token}",  # a random token may begin with "-"
                 ],
                 cwd=REPO,
                 stdout=log,
