@@ -13,19 +13,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, Depends, Request
 from fastapi import Path as PathParam
-from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 
 from service.api.auth import require_admin, require_token
 from service.api.deps import RuntimeDep
 from service.api.errors import ApiError
 from service.api.runtime import MIB, Runtime
+from service.api.uploads import TooLarge, declared_too_large, read_form, uploaded_file
 from service.models_store import (
     MAX_MODEL_MB,
     SUFFIX,
@@ -44,24 +42,8 @@ log = logging.getLogger(__name__)
 router = APIRouter(dependencies=[Depends(require_token)], tags=["models"])
 admin = APIRouter(dependencies=[Depends(require_admin)], tags=["models"])
 
-FIELD_NAME = "file"
-MULTIPART_SLACK = 64 * 1024
-"""Bytes allowed on top of ``MAX_MODEL_MB`` for the multipart framing."""
 
 Version = Annotated[str, PathParam(pattern=VERSION_PATTERN, description="the model version")]
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def _limited(stream: AsyncIterator[bytes], limit: int) -> AsyncGenerator[bytes, None]:
-    seen = 0
-    async for chunk in stream:
-        seen += len(chunk)
-        if seen > limit:
-            raise _TooLarge
-        yield chunk
 
 
 def _too_large() -> ApiError:
@@ -101,24 +83,14 @@ async def upload_model(request: Request, rt: RuntimeDep) -> ModelCard:
             "send the checkpoint as multipart/form-data, field 'file'",
         )
     limit = MAX_MODEL_MB * MIB
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit + MULTIPART_SLACK:
+    if declared_too_large(request, limit):
         raise _too_large()
-    parser = MultiPartParser(
-        request.headers, _limited(request.stream(), limit + MULTIPART_SLACK), max_files=1
-    )
     try:
-        form = await parser.parse()
-    except _TooLarge:
+        form = await read_form(request, limit, max_fields=1000)
+    except TooLarge:
         raise _too_large() from None
-    except MultiPartException as err:
-        raise ApiError(
-            400, "bad_multipart", f"cannot parse the multipart body: {err.message}"
-        ) from err
     try:
-        upload = form.get(FIELD_NAME)
-        if not isinstance(upload, UploadFile):
-            raise ApiError(422, "missing_file", "the multipart body has no file field named 'file'")
+        upload = uploaded_file(form)
         filename = Path(upload.filename or "upload").name
         if not filename.endswith(SUFFIX):
             raise ApiError(

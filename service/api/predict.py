@@ -11,13 +11,10 @@ one upload at a time, so the event loop keeps serving the live stream meanwhile.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
 from typing import BinaryIO
 
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 
 from model.classifier import Classifier
 from model.detect import DetectorParams
@@ -28,28 +25,12 @@ from service.api.auth import require_token
 from service.api.deps import RuntimeDep
 from service.api.errors import ApiError
 from service.api.runtime import MIB
+from service.api.uploads import TooLarge, declared_too_large, read_form, uploaded_file
 from service.wire import PredictResult
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(dependencies=[Depends(require_token)])
-
-MULTIPART_SLACK = 64 * 1024
-"""Bytes allowed on top of the file limit for the multipart framing and headers."""
-FIELD_NAME = "file"
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def _limited(stream: AsyncIterator[bytes], limit: int) -> AsyncGenerator[bytes, None]:
-    seen = 0
-    async for chunk in stream:
-        seen += len(chunk)
-        if seen > limit:
-            raise _TooLarge
-        yield chunk
 
 
 def _score(
@@ -94,30 +75,19 @@ async def predict(request: Request, rt: RuntimeDep) -> PredictResult:
         raise ApiError(
             415, "unsupported_media_type", "send the recording as multipart/form-data, field 'file'"
         )
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit + MULTIPART_SLACK:
+    if declared_too_large(request, limit):
         rt.predict_errors += 1
         raise too_large
-    parser = MultiPartParser(
-        request.headers,
-        _limited(request.stream(), limit + MULTIPART_SLACK),
-        max_files=1,
-        max_fields=8,
-    )
     try:
-        form = await parser.parse()
-    except _TooLarge:
+        form = await read_form(request, limit)
+    except TooLarge:
         rt.predict_errors += 1
         raise too_large from None
-    except MultiPartException as err:
+    except ApiError:
         rt.predict_errors += 1
-        raise ApiError(
-            400, "bad_multipart", f"cannot parse the multipart body: {err.message}"
-        ) from err
+        raise
     try:
-        upload = form.get(FIELD_NAME)
-        if not isinstance(upload, UploadFile):
-            raise ApiError(422, "missing_file", "the multipart body has no file field named 'file'")
+        upload = uploaded_file(form)
         classifier = rt.classifier
         detector = rt.settings.detector
         async with rt.predict_slot:
