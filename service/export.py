@@ -474,15 +474,7 @@ def write_folder(plan: Plan, out: Path, *, data_dir: str = "") -> list[Recording
             if not (target.is_file() and target.stat().st_size == size):
                 _atomic_copy(rec.audio, target)
         except FileNotFoundError:
-            plan.skipped.append(
-                Skip(
-                    int(rec.row["encounter"]),
-                    rec.row["started_at"],
-                    rec.row["outcome"],
-                    "audio file removed while exporting (retention)",
-                    rec.row["part"],
-                )
-            )
+            plan.skipped.append(_removed_meanwhile(rec))
             continue
         write_table(out / rec.table, list(rec.selections))
         written.append(rec)
@@ -490,6 +482,18 @@ def write_folder(plan: Plan, out: Path, *, data_dir: str = "") -> list[Recording
     _atomic_write(out / SKIPPED, skipped_text(plan.skipped))
     _atomic_write(out / INFO, info_text(plan, written, data_dir))
     return written
+
+
+def _removed_meanwhile(rec: Recording) -> Skip:
+    """The skip of a recording whose audio file retention removed during the export."""
+    row = rec.row
+    return Skip(
+        int(row["encounter"]),
+        row["started_at"],
+        row["outcome"],
+        "audio file removed while exporting (retention)",
+        row["part"],
+    )
 
 
 def _atomic_copy(src: Path, dst: Path) -> None:
@@ -542,15 +546,7 @@ def zip_stream(plan: Plan, folder: str, *, data_dir: str = "") -> Iterator[bytes
             try:
                 src = rec.audio.open("rb")
             except FileNotFoundError:
-                plan.skipped.append(
-                    Skip(
-                        int(rec.row["encounter"]),
-                        rec.row["started_at"],
-                        rec.row["outcome"],
-                        "audio file removed while exporting (retention)",
-                        rec.row["part"],
-                    )
-                )
+                plan.skipped.append(_removed_meanwhile(rec))
                 continue
             with src, zf.open(f"{folder}/{rec.name}", "w", force_zip64=True) as dst:
                 while chunk := src.read(COPY_CHUNK):
