@@ -26,6 +26,7 @@ import soundfile as sf
 
 from model.constants import SAMPLE_RATE
 from model.errors import DataError
+from model.raven import STANDARD_COLUMNS
 from model.synth import spec as S
 from model.synth.encounter import Pair, sample_pair
 from model.synth.generate import SynthEncounter, generate_encounter
@@ -35,17 +36,7 @@ log = logging.getLogger(__name__)
 AUDIO_SUBTYPE = "PCM_24"
 AUDIO_SUFFIX = ".flac"
 TABLE_SUFFIX = ".Table.1.selections.txt"
-RAVEN_COLUMNS = (
-    "Selection",
-    "View",
-    "Channel",
-    "Begin Time (s)",
-    "End Time (s)",
-    "Low Freq (Hz)",
-    "High Freq (Hz)",
-    "Annotation",
-    "Caller",
-)
+RAVEN_COLUMNS = (*STANDARD_COLUMNS, "Annotation", "Caller")
 MANIFEST_COLUMNS = (
     "recording",
     "encounter",
