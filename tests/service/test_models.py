@@ -329,10 +329,10 @@ def test_activate_swaps_at_a_batch_boundary_while_audio_flows(
     assert (listed.active, listed.previous) == (new, old)
     assert {m.version: m.role for m in listed.models}[old] == "previous"
     wait_for("segments from the new model", lambda: spy.count(new) >= 3)
-    drain(rt.monitor)
-
+    # Audio keeps flowing: snapshot what was scored, then let the storage thread catch up.
     with spy.lock:
         seen = list(spy.segments)
+    drain(rt.monitor)
     by_batch: dict[int, set[str]] = {}
     for seg in seen:
         by_batch.setdefault(seg.batch, set()).add(seg.model_version)
@@ -343,18 +343,21 @@ def test_activate_swaps_at_a_batch_boundary_while_audio_flows(
     # The stored segments record the version that scored them, and it changes once.
     segments = rt.pipeline.stats()
     stored = live.get("/api/encounters", headers=KEEPER, params={"limit": 500}).json()["items"]
-    rows = []
+    every = []
     for enc in sorted(stored, key=lambda e: e["id"]):
-        detail = live.get(f"/api/encounters/{enc['id']}", headers=KEEPER).json()
-        rows += [s for s in detail["segments"] if s["id"] > first_id]
-    rows.sort(key=lambda s: s["id"])
+        every += live.get(f"/api/encounters/{enc['id']}", headers=KEEPER).json()["segments"]
+    rows = sorted((s for s in every if s["id"] > first_id), key=lambda s: s["id"])
     assert _versions_switch_once([s["model_version"] for s in rows], old, new)
     # No audio or segment was lost around the swap.
     lane = segments.sources["yard"]
     assert lane.source.dropped_blocks == 0 and lane.source.overflows == 0
     assert lane.dropped_segments == 0 and segments.inference.dropped_segments == 0
     assert segments.inference.sink_errors == 0 and rt.monitor.store_errors == 0
-    assert len(rows) == len(seen)
+    # Each segment scored around the swap is stored, with the version that scored it.
+    version_at = {(s["source"], s["start_s"]): s["model_version"] for s in every}
+    assert [version_at.get((s.source_id, round(s.start / C.SAMPLE_RATE, 4))) for s in seen] == [
+        s.model_version for s in seen
+    ]
     assert stats(live).model_version == new
     assert live.get("/readyz", headers=KEEPER).json()["model_version"] == new
     assert rt.model_info().version == new

@@ -220,6 +220,9 @@ def test_alerts_raised_while_the_broker_is_down_arrive_once_it_is_back(
         enc = client.post("/api/encounters", json={"source": "north"}, headers=AUTH).json()
         first = client.post("/api/alerts/test", json={"source": "north"}, headers=AUTH).json()
         listener.wait_for(lambda m: first["id"] in raised_ids(listener))
+        # The broker forwards to subscribers before it acknowledges the publisher: wait for the
+        # acknowledgement too, so that only the alerts raised while it is down are pending.
+        _wait(lambda: client.get("/stats", headers=AUTH).json()["storage"]["outbox_pending"] == 0)
 
         broker.kill()  # mid-encounter
         _wait(lambda: stats_mqtt(client)["state"] != "connected")
