@@ -307,6 +307,29 @@ def test_gaps_and_dropped_blocks_keep_the_file_aligned(tmp_path: Path) -> None:
     storage.close()
 
 
+def test_a_write_error_keeps_what_was_written_and_stops_that_encounter(tmp_path: Path) -> None:
+    storage = Storage(tmp_path)
+    enc = storage.create_encounter(source="north")
+    audio = _recorder(storage)
+    audio.begin(storage, enc.id, "north", None)
+    first = _blocks("north", 1.0)
+    loud = AudioBlock("north", first[-1].end, np.full((2, 1024), 1.5, np.float32), 0.0)
+    for block in [*first, loud]:
+        audio.tap(block)
+    audio.drain(storage, "north")
+    assert loud.audio.max() == 1.5  # clipped in the file, not in the pipeline's block
+    audio._writers[enc.id].file.close()  # the file goes away under the writer (a failing disk)
+    for block in _blocks("north", 1.0, start=loud.end):
+        audio.tap(block)
+    assert audio.write_errors == 1 and not audio._writers
+    audio.end(storage, enc.id)
+    (part,) = storage.audio_parts_of(enc.id)
+    data, _ = sf.read(str(storage.data_dir / part.path), dtype="float32", always_2d=True)
+    assert part.finished_at is not None and part.frames == len(data) == loud.end
+    assert data[first[-1].end :].min() == 1.0 - 2**-23  # full scale in 24 bits
+    storage.close()
+
+
 def test_retention_removes_encounter_audio(tmp_path: Path) -> None:
     storage = Storage(tmp_path)
     audio = _recorder(storage)
