@@ -147,7 +147,14 @@ class Bench:
     """The service under test: uvicorn in a thread; the sink instrumented to note, for each
     segment, ``ready_at`` and when the pipeline handed it over (both time.monotonic())."""
 
-    def __init__(self, sources: list[dict[str, Any]], model: Path, data_dir: Path) -> None:
+    def __init__(
+        self,
+        sources: list[dict[str, Any]],
+        model: Path,
+        data_dir: Path,
+        *,
+        encounter_audio: bool = True,
+    ) -> None:
         import uvicorn
 
         from service.api import create_app
@@ -168,7 +175,11 @@ class Bench:
                 "inference": {"model": str(model), "max_batch": 32},
                 "encounter": {"silence_close_s": 600},
                 "alerts": {"stall_after_s": 30},
-                "storage": {"data_dir": str(data_dir), "max_disk_mb": 4096},
+                "storage": {
+                    "data_dir": str(data_dir),
+                    "max_disk_mb": 4096,
+                    "keep_encounter_audio": encounter_audio,
+                },
             },
         )
         self.app = create_app(settings)
@@ -354,7 +365,13 @@ def cpu_seconds() -> float:
 
 
 def measure_capacity(
-    model: Path, work: Path, counts: list[int], window_s: float, warmup_s: float = WARMUP_S
+    model: Path,
+    work: Path,
+    counts: list[int],
+    window_s: float,
+    warmup_s: float = WARMUP_S,
+    *,
+    encounter_audio: bool = True,
 ) -> list[dict[str, Any]]:
     rows = []
     for n in counts:
@@ -366,7 +383,10 @@ def measure_capacity(
             {"id": f"src{i}", "kind": "file", "path": str(p), "realtime": True, "loop": True}
             for i, p in enumerate(paths)
         ]
-        with Bench(sources, model, work / f"data-cap{n}") as bench, bench.client() as client:
+        with (
+            Bench(sources, model, work / f"data-cap{n}", encounter_audio=encounter_audio) as bench,
+            bench.client() as client,
+        ):
             time.sleep(warmup_s)
             before = bench.runtime.pipeline.stats()
             t0, cpu0 = time.monotonic(), cpu_seconds()
@@ -391,6 +411,8 @@ def measure_capacity(
             "batch_mean_ms": inf_a.mean_ms,
             "p50_ms": pct(lat["total"], 50),
             "p95_ms": pct(lat["total"], 95),
+            # Where the tail is: last sample -> cut, -> scored (sink), sink -> client.
+            "p95_stage_ms": {k: pct(lat[k], 95) for k in ("detect", "to_sink", "publish")},
             "received": int(lat["total"].size),
             "scored_total": inf_a.segments,
             "cores_used": cores_used,
@@ -408,6 +430,7 @@ def measure_capacity(
             f"  {n:3d} sources: {row['segments_per_s']:.1f} segments/s, p95 {row['p95_ms']:.0f} ms,"
             f" {cores_used:.2f} cores ({row['cpu_per_source_pct']:.1f} % of a core per source),"
             f" dropped blocks {dropped_blocks}, dropped segments {row['dropped_segments']},"
+            f" p95 by stage (ms) {' '.join(f'{k} {v:.0f}' for k, v in row['p95_stage_ms'].items())},"
             f" overruns {row['overruns']} -> {'real time' if row['realtime'] else 'NOT real time'}",
             flush=True,
         )
@@ -678,7 +701,8 @@ def report(
         best = max((r["sources"] for r in cap if r["realtime"]), default=0)
         lines += [
             f"**Capacity** (sources all calling continuously, each run {cap[0].get('window', '')}"
-            f" measured after a {WARMUP_S:g}-s warm-up, one WebSocket client watching one source;"
+            f" measured after a {WARMUP_S:g}-s warm-up, one WebSocket client watching one source,"
+            f" whole-encounter audio {'on' if cap[0].get('encounter_audio', True) else 'off'};"
             f" target >= 64 sources): **{best} sources**"
             " stay real time" + ("" if cap[-1]["realtime"] else f"; {cap[-1]['sources']} do not"),
             "",
@@ -767,6 +791,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--write", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument(
+        "--encounter-audio",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="capacity run with storage.keep_encounter_audio (the service's default: on)",
+    )
+    parser.add_argument(
         "--threads", type=int, default=None, help="torch threads for the service (default: torch's)"
     )
     parser.add_argument("--ws-client", metavar="URL", help=argparse.SUPPRESS)
@@ -809,9 +839,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"capacity: {counts} continuously calling sources, {args.window:g} s each ...",
                 flush=True,
             )
-            cap = measure_capacity(model, work, counts, args.window)
+            cap = measure_capacity(
+                model, work, counts, args.window, encounter_audio=args.encounter_audio
+            )
             for row in cap:
                 row["window"] = f"{args.window:g} s"
+                row["encounter_audio"] = args.encounter_audio
         pred = None
         if args.predict:
             print("/predict: one hour ...", flush=True)

@@ -49,7 +49,7 @@ import numpy as np
 import soundfile as sf
 
 from model import constants as C
-from service.storage import CLIP_SUBTYPE, ENCOUNTER_AUDIO_DIR, FLAC_COMPRESSION, Storage, iso
+from service.storage import CLIP_SUBTYPE, ENCOUNTER_AUDIO_DIR, Storage, iso
 from service.types import AudioBlock
 
 log = logging.getLogger(__name__)
@@ -413,7 +413,6 @@ class EncounterAudio:
             channels=C.N_CHANNELS,
             format="FLAC",
             subtype=SUBTYPE,
-            compression_level=FLAC_COMPRESSION,
         )
         log.info("encounter %d: keeping its audio in %s", encounter_id, rel)
         return _Writer(part.id, path, str(rel), file, start)
@@ -471,7 +470,6 @@ def repair_flac(path: Path) -> tuple[int, int]:
             channels=info.channels,
             format="FLAC",
             subtype=SUBTYPE,
-            compression_level=FLAC_COMPRESSION,
         ) as dst:
             frames = _copy_readable(path, dst)
     except (OSError, sf.LibsndfileError, RuntimeError) as err:

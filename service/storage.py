@@ -54,10 +54,6 @@ ENCOUNTER_AUDIO_DIR = "encounter-audio"
 """Whole-encounter audio (``service.encounter_audio``): ``<source>/<YYYY-MM-DD>/*.flac``."""
 CLIP_SUBTYPE = "PCM_24"
 """FLAC sample format of stored clips: 24-bit keeps quiet calls usable for retraining."""
-FLAC_COMPRESSION = 0.0
-"""libsndfile's FLAC compression level (0-1) for clips and encounter audio. The fastest level:
-on 24-bit noisy enclosure audio the stronger levels save under 1 % of the bytes and cost a third
-more CPU, which a box that keeps 64 sources' audio cannot spare (BENCHMARKS.md)."""
 
 _MIGRATIONS: tuple[str, ...] = (
     """
@@ -401,12 +397,7 @@ class Storage:
             (self.data_dir / rel).mkdir(parents=True, exist_ok=True)
             data = np.clip(np.asarray(audio, dtype=np.float32).T, -1.0, 1.0)
             sf.write(
-                self.data_dir / rel / name,
-                data,
-                C.SAMPLE_RATE,
-                format="FLAC",
-                subtype=CLIP_SUBTYPE,
-                compression_level=FLAC_COMPRESSION,
+                self.data_dir / rel / name, data, C.SAMPLE_RATE, format="FLAC", subtype=CLIP_SUBTYPE
             )
         except (OSError, sf.LibsndfileError, RuntimeError) as err:
             # The scores matter more than the clip: store the segment without it.
