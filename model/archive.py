@@ -56,6 +56,7 @@ from typing import Any, TextIO
 from model import aggregate
 from model import constants as C
 from model.errors import DataError, PandaPulseError
+from model.files import replacing
 from model.raven import PREDICTION_MARK
 
 AUDIO_PATTERNS = (
@@ -172,11 +173,8 @@ def _model_file(checkpoint_bytes: bytes) -> str:
     path = folder / f"{digest}.safetensors"
     with _model_files_lock:
         if not path.is_file():
-            folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(checkpoint_bytes)
-            os.replace(tmp, path)
+            with replacing(path) as tmp:
+                tmp.write_bytes(checkpoint_bytes)
     return str(path)
 
 
@@ -450,17 +448,10 @@ def _fmt(value: Any) -> str:
 
 def _rewrite(path: Path, columns: Sequence[str], rows: Iterable[dict[str, str]]) -> None:
     """Replace the CSV at ``path`` by ``rows``, atomically."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, columns, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with replacing(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _read(path: Path, columns: Sequence[str]) -> Iterator[dict[str, str]]:
@@ -644,15 +635,8 @@ class ResultsWriter:
                 ),
             )
             target = source.with_suffix(".parquet")
-            fd, tmp = tempfile.mkstemp(dir=self.out, prefix=f".{target.name}.", suffix=".tmp")
-            os.close(fd)
-            try:
-                pq.write_table(table, tmp)
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, target)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            with replacing(target) as tmp:
+                pq.write_table(table, str(tmp))
             written.append(target)
         return written
 

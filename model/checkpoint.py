@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from model import constants as C
 from model.errors import CheckpointError
+from model.files import replacing
 from model.network import CGANet
 
 FORMAT = "pandapulse-cganet/2"
@@ -64,18 +63,9 @@ def save(path: str | Path, model: CGANet, metadata: dict[str, Any] | None = None
         feature_config=C.feature_config(model.n_features),
         model_version=weights_version(state),
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
-        # mkstemp makes the file private (0600); a model is read by the service's own user,
-        # which is often not the user who trained or installed it.
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    # Readable by all: the service's user is often not the one who trained or installed it.
+    with replacing(path) as tmp:
+        save_file(state, str(tmp), metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
     return meta
 
 

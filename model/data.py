@@ -32,8 +32,6 @@ import hashlib
 import inspect
 import json
 import logging
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +47,7 @@ from model import features as F
 from model import preprocessing as P
 from model.classes import class_map
 from model.errors import AudioError, DataError
+from model.files import replacing
 
 log = logging.getLogger(__name__)
 
@@ -451,15 +450,8 @@ def _n_samples(path: Path) -> int:
 
 
 def _write_cache(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
-    os.close(fd)
-    try:
+    with replacing(path, suffix=".npz") as tmp:
         np.savez(tmp, **arrays)  # type: ignore[arg-type]
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 @dataclass

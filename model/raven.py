@@ -13,11 +13,11 @@ else that has calls with times (stored encounters).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from model.files import replacing
 
 STANDARD_COLUMNS = (
     "Selection",
@@ -97,16 +97,8 @@ def write_table(
     table = crowsetta.formats.bbox.Raven(
         df=pd.DataFrame(columns), annot_path=path, annot_col=annotation_column
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".txt")
-    os.close(fd)
-    try:
+    with replacing(path, suffix=".txt") as tmp:
         table.to_file(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the table from other users
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

@@ -34,7 +34,6 @@ import csv
 import io
 import json
 import logging
-import os
 import shutil
 import sys
 import tempfile
@@ -47,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from model import constants as C
+from model.files import replacing
 from model.raven import Selection, write_table
 from service.errors import ConfigError
 from service.records import AudioPartRow, EncounterRow, SegmentRow
@@ -497,15 +497,13 @@ def _removed_meanwhile(rec: Recording) -> Skip:
 
 
 def _atomic_copy(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.part")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    with replacing(dst) as tmp:
+        shutil.copyfile(src, tmp)
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 class _Sink(io.RawIOBase):

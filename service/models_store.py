@@ -37,6 +37,7 @@ from model import checkpoint
 from model import constants as C
 from model.classifier import Classifier
 from model.errors import CheckpointError
+from model.files import replacing
 from model.preprocessing import normalise_peak
 from service.config import InferenceSettings
 from service.records import ModelRole, ModelRow
@@ -201,14 +202,8 @@ def copy_config_model(data_dir: Path, source: Path) -> ModelRow:
     rel = Path(MODELS_DIR) / f"{version}{SUFFIX}"
     target = Path(data_dir) / rel
     if not target.exists():
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".config-", suffix=".tmp")
-        os.close(fd)
-        try:
+        with replacing(target) as tmp:
             shutil.copyfile(source, tmp)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
     return row_for(
         meta,
         path=str(rel),
