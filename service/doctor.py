@@ -36,7 +36,7 @@ from model.errors import CheckpointError
 from service.alerts import DeliveryError
 from service.config import StorageSettings, is_loopback, load_settings
 from service.errors import ConfigError
-from service.storage import DB_NAME, ENCOUNTER_AUDIO_DIR
+from service.storage import DB_NAME, ENCOUNTER_AUDIO_DIR, read_only
 
 MIN_FREE_MB = 1024.0
 """Free space (MiB) below which the data directory is a problem: a day of clips and rows at
@@ -630,14 +630,11 @@ def _stored_audio_rate(db: Path) -> float | None:
     if not db.is_file():
         return None
     try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)
-        try:
-            row = con.execute(
-                "SELECT SUM(frames), SUM(size_bytes) FROM encounter_audio WHERE finished_at IS"
-                " NOT NULL AND removed_at IS NULL AND frames > 0"
-            ).fetchone()
-        finally:
-            con.close()
+        (row,) = read_only(
+            db,
+            "SELECT SUM(frames), SUM(size_bytes) FROM encounter_audio WHERE finished_at IS"
+            " NOT NULL AND removed_at IS NULL AND frames > 0",
+        )
     except sqlite3.Error:  # an older schema, or unreadable (the database check says so)
         return None
     if row is None or not row[0] or row[0] / C.SAMPLE_RATE < MEASURED_MIN_S:
@@ -658,11 +655,7 @@ def _bytes_under(folder: Path) -> int:
 def _check_sqlite(db: Path) -> Finding:
     name = f"database {db.name}"
     try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)
-        try:
-            rows = con.execute("PRAGMA quick_check").fetchall()
-        finally:
-            con.close()
+        rows = read_only(db, "PRAGMA quick_check")
     except sqlite3.Error as err:
         return Finding(
             name,

@@ -41,7 +41,7 @@ from model.files import replacing
 from model.preprocessing import normalise_peak
 from service.config import InferenceSettings
 from service.records import ModelRole, ModelRow
-from service.storage import DB_NAME, iso, utc_now
+from service.storage import DB_NAME, iso, read_only, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -220,11 +220,7 @@ def read_roles(data_dir: Path) -> dict[ModelRole, str]:
     if not db.is_file():
         return {}
     try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)
-        try:
-            rows = con.execute("SELECT role, version FROM model_roles").fetchall()
-        finally:
-            con.close()
+        rows = read_only(db, "SELECT role, version FROM model_roles")
     except sqlite3.Error as err:
         log.debug("no model roles in %s: %s", db, err)
         return {}
@@ -238,12 +234,7 @@ def read_models(data_dir: Path) -> list[ModelRow]:
     if not db.is_file():
         return []
     try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)
-        con.row_factory = sqlite3.Row
-        try:
-            rows = con.execute("SELECT * FROM models ORDER BY uploaded_at, version").fetchall()
-        finally:
-            con.close()
+        rows = read_only(db, "SELECT * FROM models ORDER BY uploaded_at, version")
     except sqlite3.Error as err:
         log.debug("no stored models in %s: %s", db, err)
         return []

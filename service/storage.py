@@ -174,6 +174,18 @@ _MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
+def read_only(db: Path, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
+    """The rows of one query on the database file ``db``, opened read-only: for readers that
+    are not the storage thread (``doctor``, the model roles read before storage opens). Raises
+    ``sqlite3.Error`` when it cannot be read (missing table included)."""
+    con = sqlite3.connect(f"{Path(db).resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
+    con.row_factory = sqlite3.Row
+    try:
+        return con.execute(sql, tuple(params)).fetchall()
+    finally:
+        con.close()
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 

@@ -13,7 +13,7 @@ import soundfile as sf
 from model import constants as C
 from service.errors import StorageError
 from service.records import Removed, SegmentRow
-from service.storage import DB_NAME, SCHEMA_VERSION, Storage
+from service.storage import DB_NAME, SCHEMA_VERSION, Storage, read_only
 from service.wire import Segment
 
 
@@ -160,3 +160,19 @@ def test_retention_by_disk_use(tmp_path: Path) -> None:
     kept = [store.get_segment(s.id) for s in segs]
     assert [k is not None and k.clip_path is not None for k in kept] == [False, False, True, True]
     assert store.clips_bytes() <= 2.5 * one
+
+
+def test_read_only_reads_a_database_in_any_folder_and_never_writes(tmp_path: Path) -> None:
+    folder = tmp_path / "box #2? 100%"  # characters that mean something in a URI
+    store = Storage(folder)
+    enc = store.create_encounter(source="north")
+    store.close()
+    db = folder / DB_NAME
+    (row,) = read_only(db, "SELECT id, source FROM encounters")
+    assert (row["id"], row["source"]) == (enc.id, "north")
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        read_only(db, "DELETE FROM encounters")
+    assert len(read_only(db, "SELECT id FROM encounters")) == 1
+    with pytest.raises(sqlite3.Error):
+        read_only(folder / "missing.sqlite3", "SELECT 1")  # never created
+    assert not (folder / "missing.sqlite3").exists()
