@@ -121,7 +121,7 @@ class _Writer:
     synced_frames: int = 0
     pending: list[np.ndarray] = field(default_factory=list)
     """(2, n) audio accepted up to ``next_sample`` but not yet encoded: a drain encodes all it
-    took in one write, which costs a third less CPU than a write per block."""
+    took in one write, which cost about a fifth less CPU than a write per block (BENCHMARKS.md)."""
 
 
 class EncounterAudio:
