@@ -417,6 +417,7 @@ def measure_capacity(
             "scored_total": inf_a.segments,
             "cores_used": cores_used,
             "cpu_per_source_pct": 100 * cores_used / n,
+            "encounter_audio": encounter_audio,
         }
         row["realtime"] = (
             row["dropped_blocks"] == 0
@@ -702,7 +703,7 @@ def report(
         lines += [
             f"**Capacity** (sources all calling continuously, each run {cap[0].get('window', '')}"
             f" measured after a {WARMUP_S:g}-s warm-up, one WebSocket client watching one source,"
-            f" whole-encounter audio {'on' if cap[0].get('encounter_audio', True) else 'off'};"
+            f" whole-encounter audio {'on' if cap[0]['encounter_audio'] else 'off'};"
             f" target >= 64 sources): **{best} sources**"
             " stay real time" + ("" if cap[-1]["realtime"] else f"; {cap[-1]['sources']} do not"),
             "",
@@ -844,7 +845,6 @@ def main(argv: list[str] | None = None) -> int:
             )
             for row in cap:
                 row["window"] = f"{args.window:g} s"
-                row["encounter_audio"] = args.encounter_audio
         pred = None
         if args.predict:
             print("/predict: one hour ...", flush=True)

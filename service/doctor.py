@@ -637,7 +637,7 @@ def _stored_audio_rate(db: Path) -> float | None:
         )
     except sqlite3.Error:  # an older schema, or unreadable (the database check says so)
         return None
-    if row is None or not row[0] or row[0] / C.SAMPLE_RATE < MEASURED_MIN_S:
+    if not row[0] or row[0] / C.SAMPLE_RATE < MEASURED_MIN_S:
         return None
     return float(row[1]) / 2**20 / (row[0] / C.SAMPLE_RATE / 3600)
 

@@ -296,8 +296,12 @@ class EncounterAudio:
             taken.add(want.encounter_id)
         for encounter_id in taken:
             writer = self._writers.get(encounter_id)
-            if writer is not None:
-                self._guarded(storage, encounter_id, writer, self._encode)
+            if writer is None:
+                continue
+            try:
+                self._encode(writer)
+            except (OSError, sf.LibsndfileError, RuntimeError) as err:
+                self._fail(storage, encounter_id, writer, err)
 
     def _write(self, storage: Storage, encounter_id: int, source: str, block: AudioBlock) -> None:
         if encounter_id in self._failed:
@@ -326,18 +330,6 @@ class EncounterAudio:
                 self._silence(writer, -skip)
             writer.pending.append(audio)
             writer.next_sample += audio.shape[1]
-        except (OSError, sf.LibsndfileError, RuntimeError) as err:
-            self._fail(storage, encounter_id, writer, err)
-
-    def _guarded(
-        self,
-        storage: Storage,
-        encounter_id: int,
-        writer: _Writer,
-        write: Callable[[_Writer], None],
-    ) -> None:
-        try:
-            write(writer)
         except (OSError, sf.LibsndfileError, RuntimeError) as err:
             self._fail(storage, encounter_id, writer, err)
 

@@ -197,8 +197,6 @@ def copy_config_model(data_dir: Path, source: Path) -> ModelRow:
     can be activated again after another model replaced it (row not yet recorded)."""
     meta = checkpoint.read_metadata(source)
     version = str(meta["model_version"])
-    folder = models_dir(data_dir)
-    folder.mkdir(parents=True, exist_ok=True)
     rel = Path(MODELS_DIR) / f"{version}{SUFFIX}"
     target = Path(data_dir) / rel
     if not target.exists():
