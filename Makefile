@@ -33,6 +33,7 @@ bench: $(SETUP)
 	$(PY) bench/latency_bench.py
 	$(PY) bench/archive_bench.py
 	$(PY) bench/encounter_audio_size.py
+	$(PY) bench/gpu_bench.py
 
 ## Rebuild the committed demo model and its reports from scratch (about 35 min on 2 cores).
 demo-model: $(SETUP)
