@@ -110,13 +110,12 @@ class Runtime:
             startup = await asyncio.to_thread(
                 choose_startup, settings.storage.data_dir, inf.model_path
             )
-            classifier = await asyncio.to_thread(
-                Classifier.from_checkpoint,
-                startup.active,
-                inf.device,
-                max_batch=inf.max_batch,
-                precision=inf.precision,
-            )
+            # Loaded as a swap loads: warmed (the first live batch pays no set-up, such as
+            # CUDA's libraries) and checked to give probabilities.
+            try:
+                classifier = await asyncio.to_thread(load_classifier, startup.active, inf)
+            except ModelRejected as err:
+                raise CheckpointError(f"model {startup.active}: {err}") from err
         log.info(
             "model %s on %s, %s (%s)",
             classifier.version,

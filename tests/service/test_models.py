@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from model import aggregate, checkpoint
 from model import constants as C
 from model.classifier import Classifier
+from model.errors import CheckpointError
 from model.network import CGANet
 from model.predict import analyse
 from model.preprocessing import load
@@ -227,6 +228,23 @@ def test_without_an_admin_token_model_changes_are_off(
     with TestClient(create_app(settings)) as client:
         r = client.post("/api/models/rollback", headers=KEEPER)
         assert r.status_code == 403 and "server.admin_token" in r.json()["detail"]
+
+
+def test_a_startup_model_that_gives_no_probabilities_is_refused_with_its_reason(
+    tmp_path: Path, ckpt: dict[str, Path], recording: Path
+) -> None:
+    """The model the service starts with passes the same test inference as an uploaded one,
+    so a broken checkpoint stops the start with the reason instead of scoring NaN."""
+    settings = settings_for(
+        tmp_path / "data",
+        ckpt["nan"],
+        [{"id": "r", "kind": "file", "path": str(recording), "realtime": False}],
+    )
+    with (
+        pytest.raises(CheckpointError, match="do not give probabilities"),
+        TestClient(create_app(settings)),
+    ):
+        pass
 
 
 # --- uploads ---------------------------------------------------------------------------------------
