@@ -17,17 +17,25 @@ pain and in discomfort), the unit aggregated is the recording instead, and the r
 
 Outputs in REPORT_DIR: ``report.md``, ``report.json`` and PNG figures (ROC curves, confusion
 matrices, Fig. 3 mean attention per frame, Fig. 4 t-SNE of raw MFCC vs CGANet's embedding).
+
+A long run (the paper's 500 epochs) can be interrupted: each method's result on each fold is
+kept in ``REPORT_DIR/.folds/`` as soon as it is known, and the same command run again takes
+those back instead of training again, as long as the data, the folds and the settings are the
+same (``FoldStore``). The folder is removed once the report is written.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import math
 import os
 import platform
+import shutil
 import time
+import zipfile
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +49,7 @@ from model import constants as C
 from model.classifier import Classifier, choose_device
 from model.data import Dataset, build_dataset, subsample
 from model.errors import DataError
+from model.files import replacing
 from model.train import (
     TrainConfig,
     add_common_arguments,
@@ -95,6 +104,91 @@ class FoldOutput:
     attention: np.ndarray | None = None  # (M, 86), CGANet only
     embedding: np.ndarray | None = None  # (M, 32), CGANet only
     info: dict[str, Any] = field(default_factory=dict)
+
+
+FOLDS_DIR = ".folds"
+"""Inside REPORT_DIR: the results of finished folds while a run is in progress."""
+
+
+class FoldStore:
+    """Finished folds of an evaluation on disk, so an interrupted run resumes where it stopped.
+
+    One ``.npz`` per (split mode, fold, method), written (through ``model.files.replacing``)
+    as soon as the method has scored the fold. Each is keyed by a hash of everything its
+    result depends on: the settings, the segments' features and labels, the fold's test
+    segments and the method. A file whose key differs (the data or a setting changed) is
+    ignored and overwritten, never reused.
+    """
+
+    def __init__(self, folder: Path, settings: dict[str, Any], data: Dataset) -> None:
+        self.folder = folder
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+        digest.update(np.ascontiguousarray(data.features).tobytes())
+        digest.update(np.ascontiguousarray(data.labels).tobytes())
+        self._base = digest.hexdigest()
+        self.resumed = 0
+
+    def _key(self, mode: str, fold: int, method: str, test: np.ndarray) -> str:
+        digest = hashlib.sha256(f"{self._base}/{mode}/{fold}/{method}".encode())
+        digest.update(np.ascontiguousarray(test, dtype=np.int64).tobytes())
+        return digest.hexdigest()
+
+    def _path(self, mode: str, fold: int, method: str) -> Path:
+        return self.folder / f"{mode}-{fold}-{method}.npz"
+
+    def load(self, mode: str, fold: int, method: str, test: np.ndarray) -> FoldOutput | None:
+        """The stored result of this fold and method, or None (none, or for other settings)."""
+        path = self._path(mode, fold, method)
+        try:
+            with np.load(path) as npz:
+                if str(npz["key"]) != self._key(mode, fold, method, test):
+                    return None
+                info = json.loads(str(npz["info"]))
+                out = FoldOutput(
+                    test=npz["test"],
+                    p_positive=npz["p_positive"],
+                    metrics=info.pop("_metrics"),
+                    encounter_accuracy=float(info.pop("_encounter_accuracy")),
+                    attention=npz.get("attention"),
+                    embedding=npz.get("embedding"),
+                    info=info,
+                )
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:  # cut short
+            log.warning("ignoring unreadable fold result %s: %s", path, err)
+            return None
+        self.resumed += 1
+        return out
+
+    def save(self, mode: str, fold: int, method: str, out: FoldOutput) -> None:
+        info = {
+            **out.info,
+            "_metrics": out.metrics,
+            "_encounter_accuracy": out.encounter_accuracy,
+        }
+        arrays: dict[str, Any] = {
+            "key": np.array(self._key(mode, fold, method, out.test)),
+            "info": np.array(json.dumps(info, default=_plain)),
+            "test": out.test,
+            "p_positive": out.p_positive,
+        }
+        if out.attention is not None:
+            arrays["attention"] = out.attention
+        if out.embedding is not None:
+            arrays["embedding"] = out.embedding
+        with replacing(self._path(mode, fold, method)) as tmp, tmp.open("wb") as fh:
+            np.savez(fh, **arrays)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _plain(value: Any) -> Any:
+    """JSON for NumPy scalars (``json.dumps``'s ``default``)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def make_folds(
@@ -195,8 +289,10 @@ def run_split_mode(
     folds: list[tuple[np.ndarray, np.ndarray]],
     config: TrainConfig,
     val_fraction: float,
+    store: FoldStore | None = None,
 ) -> dict[str, list[FoldOutput]]:
-    """Every method on the same folds: {method: [FoldOutput per fold]}."""
+    """Every method on the same folds: {method: [FoldOutput per fold]}; with ``store``, folds
+    it holds are taken from it and new ones are added to it."""
     units, _ = aggregation_units(mfcc)
     y = mfcc.labels
     results: dict[str, list[FoldOutput]] = {
@@ -213,6 +309,11 @@ def run_split_mode(
         )
         fold_config = replace(config, seed=config.seed + k)
         for method in results:
+            kept = None if store is None else store.load(mode, k, method, test)
+            if kept is not None:
+                log.info("  %s: resumed from %s", method, store.folder if store else "")
+                results[method].append(kept)
+                continue
             start = time.perf_counter()
             attention = embedding = None
             info: dict[str, Any] = {}
@@ -236,7 +337,10 @@ def run_split_mode(
             metrics["ece"] = calibration.reliability(p, y[test] == 0).ece
             enc = unit_accuracy(units[test], y[test], p, mfcc.class_names)
             log.info("  %s: %s, encounter-level accuracy %.3f", method, _fmt_metrics(metrics), enc)
-            results[method].append(FoldOutput(test, p, metrics, enc, attention, embedding, info))
+            out = FoldOutput(test, p, metrics, enc, attention, embedding, info)
+            if store is not None:
+                store.save(mode, k, method, out)
+            results[method].append(out)
     return results
 
 
@@ -644,11 +748,18 @@ def evaluate(
         },
         "paper": PAPER,
     }
+    store = FoldStore(out_dir / FOLDS_DIR, report["settings"], mfcc)
     outputs: dict[str, dict[str, list[FoldOutput]]] = {}
     for mode in split_modes:
         fold_idx = make_folds(mode, mfcc.labels, mfcc.groups, folds, config.seed)
         outputs[mode] = run_split_mode(
-            mode, mfcc, combined if mode in ablation else None, fold_idx, config, val_fraction
+            mode,
+            mfcc,
+            combined if mode in ablation else None,
+            fold_idx,
+            config,
+            val_fraction,
+            store,
         )
         report[mode] = summarise(outputs[mode])
         label = f"{mode} split"
@@ -696,8 +807,10 @@ def evaluate(
     report["figures"] = sorted(p.name for p in out_dir.glob("*.png"))
     report["machine"] = machine_info()
     report["wall_time_s"] = round(time.perf_counter() - started, 1)
+    report["resumed_fold_results"] = store.resumed
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, allow_nan=True) + "\n")
     write_markdown(report, out_dir / "report.md")
+    store.remove()
     return report
 
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from sklearn import metrics as skm
 
 from model import baselines
-from model.evaluate import make_folds, unit_accuracy
+from model import evaluate as evaluate_module
+from model.evaluate import FOLDS_DIR, FoldOutput, FoldStore, make_folds, unit_accuracy
 from service.cli import main
 from tests.model.test_data import make_folder
 
@@ -143,3 +145,97 @@ def test_checkpoint_scored_on_a_held_out_folder(tmp_path: Path, untrained_checkp
     assert 0 <= got["ece"] <= 1
     assert (out / "roc_test.png").is_file() and (out / "reliability_test.png").is_file()
     assert "Held-out test" in (out / "test.md").read_text()
+
+
+def _store(folder: Path, settings: dict[str, object], labels: list[int]) -> FoldStore:
+    data = SimpleNamespace(
+        features=np.arange(len(labels) * 8, dtype=np.float32).reshape(len(labels), 8),
+        labels=np.array(labels, dtype=np.int64),
+    )
+    return FoldStore(folder, settings, data)  # type: ignore[arg-type]
+
+
+def test_a_fold_result_is_reused_only_for_the_same_data_settings_and_fold(tmp_path: Path) -> None:
+    folder = tmp_path / ".folds"
+    test = np.array([1, 3])
+    out = FoldOutput(
+        test=test,
+        p_positive=np.array([0.25, 0.75]),
+        metrics={"accuracy": 0.5, "auc": float("nan")},
+        encounter_accuracy=0.5,
+        attention=np.full((2, 86), 1 / 86, dtype=np.float32),
+        embedding=None,
+        info={"best_epoch": np.int64(3), "stopped_early": np.bool_(True)},
+    )
+    _store(folder, {"seed": 0}, [0, 1, 0, 1]).save("encounter", 1, "cganet", out)
+
+    same = _store(folder, {"seed": 0}, [0, 1, 0, 1]).load("encounter", 1, "cganet", test)
+    assert same is not None
+    np.testing.assert_array_equal(same.p_positive, out.p_positive)
+    np.testing.assert_array_equal(same.attention, out.attention)
+    assert same.embedding is None and np.isnan(same.metrics["auc"])
+    assert same.info == {"best_epoch": 3, "stopped_early": True}
+    for store, args in (
+        (_store(folder, {"seed": 1}, [0, 1, 0, 1]), ("encounter", 1, "cganet", test)),
+        (_store(folder, {"seed": 0}, [1, 1, 0, 1]), ("encounter", 1, "cganet", test)),
+        (_store(folder, {"seed": 0}, [0, 1, 0, 1]), ("encounter", 1, "cganet", np.array([0, 3]))),
+        (_store(folder, {"seed": 0}, [0, 1, 0, 1]), ("encounter", 2, "cganet", test)),
+        (_store(folder, {"seed": 0}, [0, 1, 0, 1]), ("segment", 1, "cganet", test)),
+    ):
+        assert store.load(*args) is None, args
+    # a file cut short (the run killed while writing it) is ignored, not an error
+    path = folder / "encounter-1-cganet.npz"
+    path.write_bytes(path.read_bytes()[:100])
+    assert _store(folder, {"seed": 0}, [0, 1, 0, 1]).load("encounter", 1, "cganet", test) is None
+
+
+@pytest.mark.slow
+def test_an_interrupted_evaluation_resumes_from_its_finished_folds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = make_folder(tmp_path / "data", n=12, seconds=2.0)
+    out = tmp_path / "report"
+    args = [
+        "evaluate",
+        str(data),
+        "--out",
+        str(out),
+        "--quick",
+        "--no-progress",
+        "--no-detector",
+        "--batch-size",
+        "8",
+        "--split-modes",
+        "encounter",
+        "--no-ablation",
+    ]
+    real = evaluate_module._cganet_fold
+    trained: list[int] = []
+
+    def stopped_in_fold_2(*a: object, **k: object) -> object:
+        trained.append(1)
+        if len(trained) == 2:
+            raise KeyboardInterrupt  # the keeper's Ctrl-C, or a time limit, in fold 2
+        return real(*a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(evaluate_module, "_cganet_fold", stopped_in_fold_2)
+    assert main(args) == 130
+    assert not (out / "report.json").exists()
+    kept = sorted(p.name for p in (out / FOLDS_DIR).iterdir())
+    assert kept == ["encounter-1-cganet.npz", "encounter-1-flda.npz", "encounter-1-svm.npz"]
+    with np.load(out / FOLDS_DIR / "encounter-1-cganet.npz") as npz:
+        fold_1 = json.loads(str(npz["info"]))
+
+    trained.clear()
+    monkeypatch.setattr(
+        evaluate_module, "_cganet_fold", lambda *a, **k: (trained.append(1), real(*a, **k))[1]
+    )
+    assert main(args) == 0
+    assert len(trained) == 1  # fold 2 only
+    report = json.loads((out / "report.json").read_text())
+    assert report["resumed_fold_results"] == 3
+    first = report["encounter"]["cganet"]["folds"][0]
+    assert first["train_seconds"] == fold_1["train_seconds"]
+    assert first["accuracy"] == fold_1["_metrics"]["accuracy"]
+    assert len(report["encounter"]["cganet"]["folds"]) == 2
+    assert not (out / FOLDS_DIR).exists()
