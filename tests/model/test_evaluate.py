@@ -239,3 +239,7 @@ def test_an_interrupted_evaluation_resumes_from_its_finished_folds(
     assert first["accuracy"] == fold_1["_metrics"]["accuracy"]
     assert len(report["encounter"]["cganet"]["folds"]) == 2
     assert not (out / FOLDS_DIR).exists()
+    assert (
+        "3 fold results taken over from an interrupted earlier run"
+        in (out / "report.md").read_text()
+    )
