@@ -17,6 +17,9 @@ pain and in discomfort), the unit aggregated is the recording instead, and the r
 
 Outputs in REPORT_DIR: ``report.md``, ``report.json`` and PNG figures (ROC curves, confusion
 matrices, Fig. 3 mean attention per frame, Fig. 4 t-SNE of raw MFCC vs CGANet's embedding).
+This module runs the protocol; the results are typed in ``model.results``, drawn by
+``model.figures`` and written by ``model.report`` (which also writes ``score_checkpoint``'s
+held-out report).
 
 A long run (the paper's 500 epochs) can be interrupted: each method's result on each fold is
 kept in ``REPORT_DIR/.folds/`` as soon as it is known, and the same command run again takes
@@ -30,26 +33,35 @@ import argparse
 import hashlib
 import json
 import logging
-import math
-import os
-import platform
 import shutil
 import time
 import zipfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from model import aggregate, baselines, calibration, hardware
+from model import aggregate, baselines, calibration
 from model import constants as C
 from model.classifier import Classifier, choose_device
 from model.data import Dataset, build_dataset, subsample
 from model.errors import DataError
+from model.figures import plot_attention, plot_confusions, plot_reliability, plot_roc, plot_tsne
 from model.files import replacing
+from model.report import cv_markdown, held_out_markdown, machine_info, write_report
+from model.results import (
+    ABLATION,
+    METHOD_LABELS,
+    METHODS,
+    PAPER,
+    FoldOutput,
+    HeldOutRow,
+    MeanStd,
+    MethodSummary,
+    summarise,
+)
 from model.train import (
     TrainConfig,
     add_common_arguments,
@@ -64,46 +76,9 @@ from model.train import (
 log = logging.getLogger(__name__)
 
 SPLIT_MODES = ("encounter", "segment")
-METHODS = ("cganet", "svm", "flda")
-ABLATION = "cganet_combined"
-METHOD_LABELS = {
-    "cganet": "CGANet (MFCC)",
-    "svm": "SVM (MFCC)",
-    "flda": "FLDA (MFCC)",
-    ABLATION: "CGANet (combined 62-dim)",
-}
 QUICK = {"folds": 2, "epochs": 1, "max_segments": 48}
 """``--quick``: a smoke run of every step (tests)."""
 TSNE_MAX_POINTS = 600
-TSNE_PCA_DIM = 50
-"""Raw MFCC (6,880 values per segment) is reduced with PCA to this many before t-SNE."""
-PAPER = {
-    "folds": C.CV_FOLDS,
-    "epochs": C.EPOCHS,
-    "batch_size": C.BATCH_SIZE,
-    "lr": C.LEARNING_RATE,
-    "lr_schedule": f"/10 after {C.LR_PATIENCE_EPOCHS} flat epochs",
-    "early_stopping": "none (best-validation checkpoint)",
-    "split": "random over segments",
-    "table1": {
-        "cganet": {"accuracy": 89.9, "auc": 96.7},
-        "svm": {"accuracy": 84.5},
-        "flda": {"accuracy": 79.5},
-    },
-}
-
-
-@dataclass
-class FoldOutput:
-    """Out-of-fold predictions of one method on one fold's test segments."""
-
-    test: np.ndarray  # (M,) int64 dataset index
-    p_positive: np.ndarray  # (M,) float64, P(class 0)
-    metrics: dict[str, float]
-    encounter_accuracy: float
-    attention: np.ndarray | None = None  # (M, 86), CGANet only
-    embedding: np.ndarray | None = None  # (M, 32), CGANet only
-    info: dict[str, Any] = field(default_factory=dict)
 
 
 FOLDS_DIR = ".folds"
@@ -348,340 +323,10 @@ def _fmt_metrics(m: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.3f}" for k, v in m.items())
 
 
-def summarise(results: dict[str, list[FoldOutput]]) -> dict[str, dict[str, Any]]:
-    """{method: {metric: {'mean', 'std'}, 'encounter_accuracy': {...}, 'folds': [...]}}."""
-    out: dict[str, dict[str, Any]] = {}
-    for method, folds in results.items():
-        entry: dict[str, Any] = {
-            m: baselines.mean_std([f.metrics[m] for f in folds]) for m in baselines.METRICS
-        }
-        entry["encounter_accuracy"] = baselines.mean_std([f.encounter_accuracy for f in folds])
-        entry["ece"] = baselines.mean_std([f.metrics["ece"] for f in folds])
-        entry["folds"] = [
-            {**f.metrics, "encounter_accuracy": f.encounter_accuracy, **f.info} for f in folds
-        ]
-        out[method] = entry
-    return out
-
-
 # --- figures -----------------------------------------------------------------------------------
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_roc(
-    results: dict[str, list[FoldOutput]], labels: np.ndarray, title: str, path: Path
-) -> None:
-    """ROC curves of every method, out-of-fold predictions pooled over folds."""
-    from sklearn.metrics import roc_curve
-
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 5))
-    for method, folds in results.items():
-        idx = np.concatenate([f.test for f in folds])
-        p = np.concatenate([f.p_positive for f in folds])
-        positive = labels[idx] == 0
-        if positive.all() or not positive.any():
-            continue
-        fpr, tpr, _ = roc_curve(positive, p)
-        auc = baselines.mean_std([f.metrics["auc"] for f in folds])
-        ax.plot(
-            fpr,
-            tpr,
-            label=f"{METHOD_LABELS[method]}: AUC {100 * auc['mean']:.1f} ± {100 * auc['std']:.1f} %",
-        )
-    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
-    ax.set(
-        xlabel="false positive rate",
-        ylabel="true positive rate",
-        title=title,
-        xlim=(0, 1),
-        ylim=(0, 1.01),
-    )
-    ax.legend(loc="lower right", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def plot_confusions(
-    results: dict[str, list[FoldOutput]],
-    labels: np.ndarray,
-    class_names: tuple[str, str],
-    title: str,
-    path: Path,
-) -> None:
-    """Confusion matrices (counts pooled over folds) per method."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(results), figsize=(3.2 * len(results), 3.2), squeeze=False)
-    for ax, (method, folds) in zip(axes[0], results.items(), strict=True):
-        idx = np.concatenate([f.test for f in folds])
-        # CGANet's P_s > P_f, and the baselines' most probable class
-        pred = aggregate.decide(np.concatenate([f.p_positive for f in folds]))
-        cm = baselines.confusion(labels[idx], pred)
-        ax.imshow(cm, cmap="Blues")
-        for i in range(2):
-            for j in range(2):
-                dark = cm[i, j] > cm.max() / 2
-                ax.text(
-                    j,
-                    i,
-                    str(cm[i, j]),
-                    ha="center",
-                    va="center",
-                    color="white" if dark else "black",
-                )
-        ax.set_xticks([0, 1], [f"pred {n}" for n in class_names], fontsize=7)
-        ax.set_yticks([0, 1], [f"true {n}" for n in class_names], fontsize=7)
-        ax.set_title(METHOD_LABELS[method], fontsize=8)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def plot_attention(
-    folds: list[FoldOutput], labels: np.ndarray, class_names: tuple[str, str], path: Path
-) -> None:
-    """Fig. 3: mean attention weight per frame, by true class (test segments, all folds)."""
-    plt = _pyplot()
-    idx = np.concatenate([f.test for f in folds])
-    att = np.concatenate([f.attention for f in folds if f.attention is not None])
-    frames_s = (np.arange(C.N_FRAMES) * C.HOP_LENGTH) / C.SAMPLE_RATE
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    for cls, name in enumerate(class_names):
-        sel = att[labels[idx] == cls]
-        if len(sel) == 0:
-            continue
-        mean, sem = sel.mean(axis=0), sel.std(axis=0) / math.sqrt(len(sel))
-        ax.plot(frames_s, mean, label=f"{name} (n={len(sel)})")
-        ax.fill_between(frames_s, mean - sem, mean + sem, alpha=0.25)
-    ax.axhline(1 / C.N_FRAMES, color="grey", linestyle=":", linewidth=1, label="uniform (1/86)")
-    ax.set(
-        xlabel="time in segment (s)",
-        ylabel="mean attention weight",
-        title="Mean attention per frame (CGANet, test segments)",
-    )
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def plot_tsne(
-    raw: np.ndarray,
-    embedding: np.ndarray,
-    labels: np.ndarray,
-    class_names: tuple[str, str],
-    seed: int,
-    path: Path,
-) -> None:
-    """Fig. 4: 2-D t-SNE of raw MFCC (PCA first) and of CGANet's learned embedding."""
-    from sklearn.decomposition import PCA
-    from sklearn.manifold import TSNE
-    from sklearn.preprocessing import StandardScaler
-
-    plt = _pyplot()
-    n = len(labels)
-    perplexity = float(min(30.0, max(2.0, (n - 1) / 3)))
-    flat = StandardScaler().fit_transform(raw.reshape(n, -1))
-    flat = PCA(n_components=min(TSNE_PCA_DIM, n, flat.shape[1]), random_state=seed).fit_transform(
-        flat
-    )
-    panels = {
-        "raw MFCC (PCA 50, then t-SNE)": flat,
-        "CGANet embedding (F_attn summed over frames)": StandardScaler().fit_transform(embedding),
-    }
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
-    for ax, (title, x) in zip(axes, panels.items(), strict=True):
-        xy = TSNE(
-            n_components=2, perplexity=perplexity, random_state=seed, init="pca"
-        ).fit_transform(x)
-        for cls, name in enumerate(class_names):
-            sel = labels == cls
-            ax.scatter(xy[sel, 0], xy[sel, 1], s=8, alpha=0.7, label=name)
-        ax.set_title(title, fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 # --- report ----------------------------------------------------------------------------------------
-
-
-def machine_info() -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "cpu": hardware.cpu_model(),
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    if hasattr(os, "getloadavg"):
-        info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    return info
-
-
-def _pct(entry: dict[str, float]) -> str:
-    if not math.isfinite(entry["mean"]):
-        return "n/a"
-    return f"{100 * entry['mean']:.1f} ± {100 * entry['std']:.1f}"
-
-
-def write_markdown(report: dict[str, Any], path: Path) -> None:
-    s = report["settings"]
-    d = report["dataset"]
-    names = report["class_names"]
-    lines = [
-        f"# Evaluation: {report['title']}",
-        "",
-        f"Generated by `pandapulse evaluate` on {report['generated']} in {report['wall_time_s'] / 60:.1f} min wall time"
-        + (
-            f" ({report['resumed_fold_results']} fold results taken over from an interrupted"
-            " earlier run, whose time is not counted; each fold's own time is in the rows"
-            " below)."
-            if report.get("resumed_fold_results")
-            else "."
-        ),
-        "",
-        "## Data",
-        "",
-        f"- Folder `{d['data_dir']}`: {d['recordings']} recordings, {d['groups']} groups (column"
-        f" `{d['columns']['group']}`), label column `{d['columns']['label']}`, classes"
-        f" {names[0]} (positive, class 0) and {names[1]}.",
-        f"- Segmentation: {d['segmentation']} (annotations > detector > whole-file tiling).",
-        f"- Segments used: {report['segments_used']} of {report['segments_total']}"
-        f" ({report['segments_per_class']})"
-        + (
-            f", a random subsample (seed {s['seed']})"
-            if report["segments_used"] < report["segments_total"]
-            else ""
-        )
-        + ".",
-        f"- Skipped while building: {len(d['skipped'])}"
-        + (
-            " — " + "; ".join(f"{x['item']}: {x['reason']}" for x in d["skipped"][:10])
-            if d["skipped"]
-            else ""
-        )
-        + ("; ..." if len(d["skipped"]) > 10 else ""),
-        f"- Encounter-level accuracy aggregates each test {report['aggregation_unit']}'s segments"
-        " with the service's rule (mean P(class 0) > 0.5).",
-        "",
-        "## Settings against the paper's",
-        "",
-        "| setting | this run | paper |",
-        "|---|---|---|",
-        f"| folds | {s['folds']} | {PAPER['folds']} |",
-        f"| epochs (max) | {s['epochs']} | {PAPER['epochs']} |",
-        f"| early stopping | {('patience ' + str(s['patience']) + ' epochs') if s['patience'] else 'none'} | {PAPER['early_stopping']} |",
-        f"| batch size | {s['batch_size']} | {PAPER['batch_size']} |",
-        f"| recipe | `{s['recipe']}` (model/train.py) | the paper's |",
-        f"| learning rate | {s['lr']} ({s['optimizer']}"
-        + (
-            f", /10 after {s['lr_patience']} flat epochs"
-            if s["optimizer"] == "sgd"
-            else ", one-cycle: warm-up, cosine decay"
-        )
-        + f") | {PAPER['lr']}, {PAPER['lr_schedule']} |",
-        f"| loss, augmentation, selection | {'class-weighted' if s['class_weighted'] else 'unweighted'}; {'time shift, channel swap, masks' if s['augment'] else 'none'}; best validation {s['selection']} | unweighted; none; best validation accuracy |",
-        f"| validation (inside each training fold) | {s['val_fraction']:.0%} held out (by group in encounter mode) | not stated |",
-        f"| segments | {report['segments_used']} | not stated |",
-        f"| precision | training convolutions {('in ' + s['autocast'] + ' autocast') if s['autocast'] else 'float32'}, channels_last={s['channels_last']}; scoring float32 | not stated |",
-        f"| split | {', '.join(s['split_modes'])} | {PAPER['split']} |",
-        "",
-        f"Baselines get {baselines.BASELINE_DIM_NOTE}; SVM: RBF, C = {baselines.SVM_C}, Platt"
-        " probabilities; FLDA: LinearDiscriminantAnalysis; both after standardisation on the training fold.",
-        "Metrics: class 0 is positive; mean ± std (population) over folds, in %.",
-        "",
-        f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores"
-        f" ({report['machine']['torch_threads']} torch threads), torch {report['machine']['torch']}"
-        f"{', GPU ' + report['machine']['gpu'] if 'gpu' in report['machine'] else ''};"
-        f" load average at the end {report['machine'].get('load_average_at_end')} (shared machine).",
-        "",
-    ]
-    for mode in s["split_modes"]:
-        res = report[mode]
-        lines += [
-            f"## Table 1 — `{mode}` split ({'grouped by ' + d['columns']['group'] if mode == 'encounter' else 'random over segments, stratified'})",
-            "",
-            "| method | accuracy | F1 | recall | precision | AUC | encounter-level accuracy | ECE |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for method in METHODS:
-            e = res[method]
-            lines.append(
-                f"| {METHOD_LABELS[method]} | "
-                + " | ".join(_pct(e[m]) for m in baselines.METRICS)
-                + f" | {_pct(e['encounter_accuracy'])}"
-                + f" | {e['ece']['mean']:.3f} ± {e['ece']['std']:.3f} |"
-            )
-        lines.append("")
-        if ABLATION in res:
-            lines += [
-                f"Table 2 — feature ablation, `{mode}` split (CGANet):",
-                "",
-                "| feature | accuracy | F1 | recall | precision | AUC |",
-                "|---|---|---|---|---|---|",
-            ]
-            for method, label in (("cganet", "MFCC (40)"), (ABLATION, "combined (62)")):
-                lines.append(
-                    f"| {label} | "
-                    + " | ".join(_pct(res[method][m]) for m in baselines.METRICS)
-                    + " |"
-                )
-            lines.append("")
-        cg = res["cganet"]["folds"]
-        lines += [
-            "CGANet per fold: "
-            + "; ".join(
-                f"fold {i}: best epoch {f['best_epoch']}/{f['epochs_run']}, {f['train_seconds']:.0f} s,"
-                f" {f['segments_per_s']:.1f} segments/s"
-                for i, f in enumerate(cg, start=1)
-            )
-            + ".",
-            "",
-            f"![ROC {mode}](roc_{mode}.png)",
-            "",
-            f"![confusion {mode}](confusion_{mode}.png)",
-            "",
-        ]
-    lines += [
-        "## Paper's reported results (Table 1, random split over segments, real panda data)",
-        "",
-        "CGANet 89.9 ± 9.1 % accuracy, AUC 96.7 ± 4.4 %; SVM 84.5 ± 15.7 %; FLDA 79.5 ± 17.9 %.",
-        "",
-        f"## Fig. 3 — mean attention per frame (`{report['figure_mode']}` split, test segments of all folds)",
-        "",
-        "![attention](attention.png)",
-        "",
-        f"## Fig. 4 — t-SNE of raw MFCC vs CGANet's embedding (`{report['figure_mode']}` split, fold 1's test segments, fold 1's model)",
-        "",
-        "![t-SNE](tsne.png)",
-        "",
-        f"## Calibration — reliability of the out-of-fold probabilities (`{report['figure_mode']}` split)",
-        "",
-        "ECE: expected calibration error of p(class 0) over 10 equal-width bins, per fold in the"
-        " tables above, pooled over folds here. CGANet's probability is Platt-scaled (temperature and bias) on"
-        " each fold's validation groups; the SVM's is Platt-scaled; FLDA's is its own.",
-        "",
-        "![reliability](reliability.png)",
-        "",
-    ]
-    path.write_text("\n".join(lines))
 
 
 def align_combined(mfcc: Dataset, data_dir: Path, build_kwargs: dict[str, Any]) -> Dataset:
@@ -757,6 +402,7 @@ def evaluate(
     }
     store = FoldStore(out_dir / FOLDS_DIR, report["settings"], mfcc)
     outputs: dict[str, dict[str, list[FoldOutput]]] = {}
+    summaries: dict[str, dict[str, MethodSummary]] = {}
     for mode in split_modes:
         fold_idx = make_folds(mode, mfcc.labels, mfcc.groups, folds, config.seed)
         outputs[mode] = run_split_mode(
@@ -768,7 +414,8 @@ def evaluate(
             val_fraction,
             store,
         )
-        report[mode] = summarise(outputs[mode])
+        summaries[mode] = summarise(outputs[mode])
+        report[mode] = {method: summary.to_json() for method, summary in summaries[mode].items()}
         label = f"{mode} split"
         plot_roc(
             outputs[mode],
@@ -815,42 +462,9 @@ def evaluate(
     report["machine"] = machine_info()
     report["wall_time_s"] = round(time.perf_counter() - started, 1)
     report["resumed_fold_results"] = store.resumed
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2, allow_nan=True) + "\n")
-    write_markdown(report, out_dir / "report.md")
+    write_report(out_dir, "report", report, cv_markdown(report, summaries))
     store.remove()
     return report
-
-
-def plot_reliability(
-    curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str, path: Path
-) -> None:
-    """Reliability diagram: observed share of class 0 against the mean predicted p(class 0) per
-    bin, one line per {label: (p_positive, positive)}, with each line's ECE in the legend."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(4.6, 4.6))
-    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="perfectly calibrated")
-    for label, (p, positive) in curves.items():
-        rel = calibration.reliability(p, positive)
-        ax.plot(rel.mean_p, rel.observed, marker="o", label=f"{label}: ECE {rel.ece:.3f}")
-    ax.set(
-        xlabel="mean predicted p(class 0) in bin",
-        ylabel="observed share of class 0",
-        title=title,
-        xlim=(0, 1),
-        ylim=(0, 1),
-    )
-    ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-SEGMENTATIONS = {
-    "annotations": "segments cut at the annotated calls (as training cuts them)",
-    "detector": "segments cut by the energy detector, annotations ignored (as /predict and the"
-    " live service cut them)",
-    "tiling": "whole files tiled into 2-s segments (--no-detector)",
-}
 
 
 def score_checkpoint(
@@ -870,7 +484,7 @@ def score_checkpoint(
     class_names = tuple(meta["class_names"])
     kind = str(meta["feature_config"]["kind"])
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows: dict[str, dict[str, Any]] = {}
+    rows: dict[str, HeldOutRow] = {}
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     first: tuple[Dataset, FoldOutput] | None = None
     unannotated = "detector" if build_kwargs.get("use_detector", True) else "tiling"
@@ -896,15 +510,16 @@ def score_checkpoint(
         units, unit_name = aggregation_units(data)
         enc = unit_accuracy(units, data.labels, p, data.class_names)
         ece = calibration.reliability(p, data.labels == 0).ece
-        rows[path] = {
-            **metrics,
-            "encounter_accuracy": enc,
-            "ece": ece,
-            "segments": len(data),
-            "units": len(np.unique(units)),
-            "aggregation_unit": unit_name,
-            "segmentation": data.summary["segmentation"],
-        }
+        rows[path] = HeldOutRow(
+            segmentation=path,
+            segments=len(data),
+            units=len(np.unique(units)),
+            aggregation_unit=unit_name,
+            metrics=metrics,
+            ece=ece,
+            encounter_accuracy=enc,
+            found=data.summary["segmentation"],
+        )
         curves[path] = (p, data.labels == 0)
         fold = FoldOutput(
             np.arange(len(data)),
@@ -938,47 +553,15 @@ def score_checkpoint(
         "model_version": meta.get("model_version"),
         "class_names": list(data.class_names),
         "dataset": data.summary,
-        "test": {"cganet": rows[next(iter(rows))]},
-        "paths": rows,
+        "test": {"cganet": next(iter(rows.values())).to_json()},
+        "paths": {path: row.to_json() for path, row in rows.items()},
         "machine": machine_info(),
         "wall_time_s": round(time.perf_counter() - started, 1),
     }
-    (out_dir / "test.json").write_text(json.dumps(report, indent=2) + "\n")
-    unit = rows[next(iter(rows))]["aggregation_unit"]
-    lines = [
-        f"# Held-out test: `{checkpoint_path.name}` (model {meta.get('model_version')}) on `{data_dir}`",
-        "",
-        f"{data.summary['recordings']} recordings in {data.summary['groups']} groups"
-        f" ({data.summary['recordings_per_class']}); none of them was seen in training."
-        " Probabilities are the checkpoint's calibrated ones; ECE is the expected calibration"
-        " error over 10 equal-width bins.",
-        "",
-        f"| segmentation | segments | accuracy | F1 | recall | precision | AUC | ECE | {unit}-level accuracy |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for path, row in rows.items():
-        lines.append(
-            f"| {path} | {row['segments']} | "
-            + " | ".join(f"{100 * row[m]:.1f}" for m in baselines.METRICS)
-            + f" | {row['ece']:.3f} | {100 * row['encounter_accuracy']:.1f} ({row['units']}) |"
-        )
-    lines += [
-        "",
-        *(f"- {path}: {SEGMENTATIONS[path]}" for path in rows),
-        "",
-        f"Class 0 ({data.class_names[0]}) is positive; percentages. Figures below are for the"
-        f" first row ({next(iter(rows))}).",
-        "",
-        "![ROC](roc_test.png)",
-        "",
-        "![reliability](reliability_test.png)",
-        "",
-        "![confusion](confusion_test.png)",
-        "",
-        "![attention](attention_test.png)",
-        "",
-    ]
-    (out_dir / "test.md").write_text("\n".join(lines))
+    lines = held_out_markdown(
+        checkpoint_path.name, meta.get("model_version"), data_dir, data, list(rows.values())
+    )
+    write_report(out_dir, "test", report, lines)
     return report
 
 
@@ -1076,7 +659,9 @@ def run(args: argparse.Namespace) -> int:
                 e = report[mode][method]
                 print(
                     f"{mode:9s} {METHOD_LABELS[method]:26s} "
-                    + "  ".join(f"{m} {_pct(e[m])}" for m in baselines.METRICS)
+                    + "  ".join(
+                        f"{m} {MeanStd(e[m]['mean'], e[m]['std']).pct()}" for m in baselines.METRICS
+                    )
                 )
     print(f"report written to {args.out / 'report.md'} ({report['wall_time_s'] / 60:.1f} min)")
     return 0
