@@ -85,23 +85,27 @@ def test_baselines_learn_a_separable_problem() -> None:
         assert baselines.binary_metrics(y[40:], p)["accuracy"] >= 0.9, name
 
 
+def quick_evaluate(data: Path, out: Path, *extra: str) -> list[str]:
+    """``pandapulse evaluate --quick`` arguments for a 12-recording folder made at ``data``."""
+    make_folder(data, n=12, seconds=2.0)
+    return [
+        "evaluate",
+        str(data),
+        "--out",
+        str(out),
+        "--quick",
+        "--no-progress",
+        "--no-detector",
+        "--batch-size",
+        "8",
+        *extra,
+    ]
+
+
 @pytest.mark.slow
 def test_quick_evaluation_writes_the_report(tmp_path: Path) -> None:
-    data = make_folder(tmp_path / "data", n=12, seconds=2.0)
     out = tmp_path / "report"
-    rc = main(
-        [
-            "evaluate",
-            str(data),
-            "--out",
-            str(out),
-            "--quick",
-            "--no-progress",
-            "--no-detector",
-            "--batch-size",
-            "8",
-        ]
-    )
+    rc = main(quick_evaluate(tmp_path / "data", out))
     assert rc == 0
     report = json.loads((out / "report.json").read_text())
     for mode in ("segment", "encounter"):
@@ -193,22 +197,8 @@ def test_a_fold_result_is_reused_only_for_the_same_data_settings_and_fold(tmp_pa
 def test_an_interrupted_evaluation_resumes_from_its_finished_folds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data = make_folder(tmp_path / "data", n=12, seconds=2.0)
     out = tmp_path / "report"
-    args = [
-        "evaluate",
-        str(data),
-        "--out",
-        str(out),
-        "--quick",
-        "--no-progress",
-        "--no-detector",
-        "--batch-size",
-        "8",
-        "--split-modes",
-        "encounter",
-        "--no-ablation",
-    ]
+    args = quick_evaluate(tmp_path / "data", out, "--split-modes", "encounter", "--no-ablation")
     real = evaluate_module._cganet_fold
     trained: list[int] = []
 
