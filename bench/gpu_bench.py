@@ -61,6 +61,8 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def load_datasets(path: Path | None, model: Path) -> dict[str, Dataset]:
+    """The held-out segments: from ``path`` (a pickle this script wrote with --export-datasets;
+    never load one from elsewhere) when it exists, else built as precision_bench builds them."""
     if path is not None and path.is_file():
         with gzip.open(path, "rb") as fh:
             datasets: dict[str, Dataset] = pickle.load(fh)
