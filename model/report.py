@@ -46,6 +46,7 @@ def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
 
 
 def machine_info() -> dict[str, Any]:
+    """The machine a report ran on (CPU, cores, torch, GPU when present, load at the end)."""
     info: dict[str, Any] = {
         "cpu": hardware.cpu_model(),
         "cores": os.cpu_count(),
