@@ -15,7 +15,10 @@ EPOCHS=${EPOCHS:-30}
 PATIENCE=${PATIENCE-8}
 FOLDS=${FOLDS:-5}
 SPLIT_MODES=${SPLIT_MODES:-encounter}
+ABLATION=${ABLATION:-}                 # split modes that get Table 2, e.g. encounter (slower)
 ONLY=${ONLY:-cries cats}
+
+if [ -n "$ABLATION" ]; then ablation=(--ablation-modes "$ABLATION"); else ablation=(--no-ablation); fi
 
 for name in $ONLY; do
     case "$name" in
@@ -26,5 +29,7 @@ for name in $ONLY; do
     echo "== evaluate $name -> docs/reports/$name"
     "$PANDAPULSE" evaluate "$SHARED/$name" --out "docs/reports/$name" --cache-dir "$CACHE/$name" \
         --recipe "$RECIPE" --epochs "$EPOCHS" ${PATIENCE:+--patience "$PATIENCE"} \
-        --folds "$FOLDS" --split-modes "$SPLIT_MODES" --no-ablation --title "$title" --no-progress
+        --folds "$FOLDS" --split-modes "$SPLIT_MODES" \
+        "${ablation[@]}" \
+        --title "$title" --no-progress
 done
