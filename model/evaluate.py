@@ -95,11 +95,12 @@ class FoldStore:
     ignored and overwritten, never reused.
     """
 
-    def __init__(self, folder: Path, settings: dict[str, Any], data: Dataset) -> None:
+    def __init__(self, folder: Path, settings: dict[str, Any], *data: Dataset) -> None:
         self.folder = folder
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-        digest.update(np.ascontiguousarray(data.features).tobytes())
-        digest.update(np.ascontiguousarray(data.labels).tobytes())
+        for dataset in data:  # the MFCC segments, and the combined ones for Table 2
+            digest.update(np.ascontiguousarray(dataset.features).tobytes())
+            digest.update(np.ascontiguousarray(dataset.labels).tobytes())
         self._base = digest.hexdigest()
         self.resumed = 0
 
@@ -400,7 +401,9 @@ def evaluate(
         },
         "paper": PAPER,
     }
-    store = FoldStore(out_dir / FOLDS_DIR, report["settings"], mfcc)
+    store = FoldStore(
+        out_dir / FOLDS_DIR, report["settings"], mfcc, *([] if combined is None else [combined])
+    )
     outputs: dict[str, dict[str, list[FoldOutput]]] = {}
     summaries: dict[str, dict[str, MethodSummary]] = {}
     for mode in split_modes:
