@@ -47,7 +47,13 @@ if str(REPO) not in sys.path:  # `python bench/gpu_bench.py` puts bench/, not th
 
 from bench.benchmarks_md import write_section  # noqa: E402
 from bench.model_bench import analytic_flops  # noqa: E402
-from bench.precision_bench import HELD_OUT, Accuracy, compare, held_out  # noqa: E402
+from bench.precision_bench import (  # noqa: E402
+    ACCURACY_HEADER,
+    HELD_OUT,
+    Accuracy,
+    compare,
+    held_out,
+)
 from model import checkpoint  # noqa: E402
 from model import constants as C  # noqa: E402
 from model.classifier import Classifier, choose_precision  # noqa: E402
@@ -173,23 +179,11 @@ def report(
         "Accuracy against CUDA fp32 (the CPU's bar: decision flips <= 0.5 % and |AUC change| <="
         " 0.005 on both segmentations); the first rows compare CUDA fp32 with CPU fp32:",
         "",
-        "| precision | segmentation | segments | decision flips | largest \\|ΔP(success)\\|"
-        " | AUC | AUC change | encounter decisions changed | verdicts changed | meets the bar |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        *ACCURACY_HEADER,
     ]
-
-    def row(label: str, a: Accuracy, bar: bool) -> str:
-        return (
-            f"| {label} | {a.segmentation} | {a.segments} |"
-            f" {100 * a.flips:.2f} % ({round(a.flips * a.segments)}) | {a.max_dp:.4f} |"
-            f" {a.auc:.4f} | {a.d_auc:+.4f} | {a.unit_flips} of {a.units} |"
-            f" {a.verdict_changes} of {a.units} |"
-            f" {('yes' if a.meets_bar else '**no**') if bar else '—'} |"
-        )
-
-    lines += [row("CUDA fp32 vs CPU fp32", a, False) for a in cpu_vs_cuda]
+    lines += [a.row("CUDA fp32 vs CPU fp32", judged=False) for a in cpu_vs_cuda]
     for precision in PRECISIONS[1:]:
-        lines += [row(precision, a, True) for a in accuracy[precision]]
+        lines += [a.row(precision, judged=True) for a in accuracy[precision]]
     base = fast["fp32"]
     lines += [
         "",

@@ -92,6 +92,26 @@ class Accuracy:
     def meets_bar(self) -> bool:
         return self.flips <= MAX_FLIPS and abs(self.d_auc) <= MAX_AUC_CHANGE
 
+    def row(self, label: str, *, judged: bool) -> str:
+        """Its line of the accuracy table (``ACCURACY_HEADER``); the last cell says whether it
+        meets the bar, or '—' for a row that is not judged (the reference)."""
+        verdict = ("yes" if self.meets_bar else "**no**") if judged else "—"
+        return (
+            f"| {label} | {self.segmentation} | {self.segments} |"
+            f" {100 * self.flips:.2f} % ({round(self.flips * self.segments)}) | {self.max_dp:.4f} |"
+            f" {self.auc:.4f} | {self.d_auc:+.4f} | {self.unit_flips} of {self.units} |"
+            f" {self.verdict_changes} of {self.units} | {verdict} |"
+        )
+
+
+ACCURACY_HEADER = [
+    "| precision | segmentation | segments | decision flips | largest \\|ΔP(success)\\|"
+    " | AUC | AUC change | encounter decisions changed | verdicts changed (uncertain band)"
+    " | meets the bar |",
+    "|---|---|---|---|---|---|---|---|---|---|",
+]
+"""The accuracy table's header, above ``Accuracy.row`` lines."""
+
 
 def held_out(data_dir: Path, kind: str, class_names: tuple[str, str]) -> dict[str, Dataset]:
     """The held-out segments, cut at the annotations and by the detector (as ``evaluate
@@ -210,20 +230,11 @@ def report(
         "Accuracy against fp32 (bar: decision flips <= 0.5 % and |AUC change| <= 0.005 on both"
         " segmentations):",
         "",
-        "| precision | segmentation | segments | decision flips | largest \\|ΔP(success)\\|"
-        " | AUC | AUC change | encounter decisions changed | verdicts changed (uncertain band)"
-        " | meets the bar |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        *ACCURACY_HEADER,
     ]
     for precision in precisions:
         for a in accuracy[precision]:
-            lines.append(
-                f"| {precision} | {a.segmentation} | {a.segments} |"
-                f" {100 * a.flips:.2f} % ({round(a.flips * a.segments)}) | {a.max_dp:.4f} |"
-                f" {a.auc:.4f} | {a.d_auc:+.4f} | {a.unit_flips} of {a.units} |"
-                f" {a.verdict_changes} of {a.units} |"
-                f" {'—' if precision == 'fp32' else ('yes' if a.meets_bar else '**no**')} |"
-            )
+            lines.append(a.row(precision, judged=precision != "fp32"))
     base = speed["fp32"]
     lines += [
         "",
