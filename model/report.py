@@ -108,25 +108,52 @@ def cv_markdown(
         "",
         "## Settings against the paper's",
         "",
-        "| setting | this run | paper |",
-        "|---|---|---|",
-        f"| folds | {s['folds']} | {PAPER['folds']} |",
-        f"| epochs (max) | {s['epochs']} | {PAPER['epochs']} |",
-        f"| early stopping | {('patience ' + str(s['patience']) + ' epochs') if s['patience'] else 'none'} | {PAPER['early_stopping']} |",
-        f"| batch size | {s['batch_size']} | {PAPER['batch_size']} |",
-        f"| recipe | `{s['recipe']}` (model/train.py) | the paper's |",
-        f"| learning rate | {s['lr']} ({s['optimizer']}"
-        + (
-            f", /10 after {s['lr_patience']} flat epochs"
-            if s["optimizer"] == "sgd"
-            else ", one-cycle: warm-up, cosine decay"
-        )
-        + f") | {PAPER['lr']}, {PAPER['lr_schedule']} |",
-        f"| loss, augmentation, selection | {'class-weighted' if s['class_weighted'] else 'unweighted'}; {'time shift, channel swap, masks' if s['augment'] else 'none'}; best validation {s['selection']} | unweighted; none; best validation accuracy |",
-        f"| validation (inside each training fold) | {s['val_fraction']:.0%} held out (by group in encounter mode) | not stated |",
-        f"| segments | {report['segments_used']} | not stated |",
-        f"| precision | training convolutions {('in ' + s['autocast'] + ' autocast') if s['autocast'] else 'float32'}, channels_last={s['channels_last']}; scoring float32 | not stated |",
-        f"| split | {', '.join(s['split_modes'])} | {PAPER['split']} |",
+        *table(
+            ["setting", "this run", "paper"],
+            [
+                ["folds", s["folds"], PAPER["folds"]],
+                ["epochs (max)", s["epochs"], PAPER["epochs"]],
+                [
+                    "early stopping",
+                    f"patience {s['patience']} epochs" if s["patience"] else "none",
+                    PAPER["early_stopping"],
+                ],
+                ["batch size", s["batch_size"], PAPER["batch_size"]],
+                ["recipe", f"`{s['recipe']}` (model/train.py)", "the paper's"],
+                [
+                    "learning rate",
+                    f"{s['lr']} ({s['optimizer']}"
+                    + (
+                        f", /10 after {s['lr_patience']} flat epochs"
+                        if s["optimizer"] == "sgd"
+                        else ", one-cycle: warm-up, cosine decay"
+                    )
+                    + ")",
+                    f"{PAPER['lr']}, {PAPER['lr_schedule']}",
+                ],
+                [
+                    "loss, augmentation, selection",
+                    f"{'class-weighted' if s['class_weighted'] else 'unweighted'};"
+                    f" {'time shift, channel swap, masks' if s['augment'] else 'none'};"
+                    f" best validation {s['selection']}",
+                    "unweighted; none; best validation accuracy",
+                ],
+                [
+                    "validation (inside each training fold)",
+                    f"{s['val_fraction']:.0%} held out (by group in encounter mode)",
+                    "not stated",
+                ],
+                ["segments", report["segments_used"], "not stated"],
+                [
+                    "precision",
+                    "training convolutions"
+                    f" {('in ' + s['autocast'] + ' autocast') if s['autocast'] else 'float32'},"
+                    f" channels_last={s['channels_last']}; scoring float32",
+                    "not stated",
+                ],
+                ["split", ", ".join(s["split_modes"]), PAPER["split"]],
+            ],
+        ),
         "",
         f"Baselines get {baselines.BASELINE_DIM_NOTE}; SVM: RBF, C = {baselines.SVM_C}, Platt"
         " probabilities; FLDA: LinearDiscriminantAnalysis; both after standardisation on the training fold.",
