@@ -56,15 +56,23 @@ def make_baseline(name: str, seed: int = 0) -> Any:
     raise ValueError(f"unknown baseline {name!r}: use one of {BASELINES}")
 
 
+def fit_baseline(name: str, train_x: np.ndarray, train_y: np.ndarray, seed: int = 0) -> Any:
+    """``make_baseline`` fitted on (N, 2, 86, F) features and labels {0, 1}."""
+    return make_baseline(name, seed).fit(summary_vector(train_x), train_y)
+
+
+def predict_class0(model: Any, features: np.ndarray) -> np.ndarray:
+    """P(class 0) of a fitted baseline for (M, 2, 86, F) features, (M,) float64."""
+    proba = model.predict_proba(summary_vector(features))
+    column = list(model.classes_).index(0)
+    return np.asarray(proba[:, column], dtype=np.float64)
+
+
 def fit_predict_baseline(
     name: str, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, seed: int = 0
 ) -> np.ndarray:
     """Fit on (N, 2, 86, F) features and labels {0, 1}; P(class 0) for the test segments, (M,)."""
-    model = make_baseline(name, seed)
-    model.fit(summary_vector(train_x), train_y)
-    proba = model.predict_proba(summary_vector(test_x))
-    column = list(model.classes_).index(0)
-    return np.asarray(proba[:, column], dtype=np.float64)
+    return predict_class0(fit_baseline(name, train_x, train_y, seed), test_x)
 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:

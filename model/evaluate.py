@@ -477,9 +477,14 @@ def score_checkpoint(
     *,
     build_kwargs: dict[str, Any],
     device: str | None,
+    baselines_from: Path | None = None,
 ) -> dict[str, Any]:
     """Score a trained checkpoint on a held-out dataset folder, through the annotations and
-    through the detector path: metrics, calibration, figures, ``test.md`` / ``test.json``."""
+    through the detector path: metrics, calibration, figures, ``test.md`` / ``test.json``.
+
+    ``baselines_from``: a training folder (normally the checkpoint's own); SVM and FLDA are fitted
+    on all its segments and scored on the same held-out segments, each a row beside CGANet's.
+    """
 
     started = time.perf_counter()
     classifier = Classifier.from_checkpoint(checkpoint_path, device=device)
@@ -506,29 +511,46 @@ def score_checkpoint(
         datasets = {"annotations": annotated, unannotated: build(False)}
     else:  # nothing annotated: that build already is the detector (or tiling) row
         datasets = {unannotated: annotated}
-    for path, data in datasets.items():
-        scored = classifier.predict_features(data.features)  # the service's inference path
-        p = scored.p_success.astype(np.float64)
-        metrics = baselines.binary_metrics(data.labels, p)  # predictions by aggregate.decide
+    fitted: dict[str, Any] = {}
+    if baselines_from is not None:
+        train = build_dataset(
+            baselines_from,
+            feature=kind,  # type: ignore[arg-type]
+            classes=class_names,
+            **build_kwargs,
+        )
+        for method in METHODS[1:]:
+            log.info("fitting %s on %d segments of %s", method, len(train), baselines_from)
+            fitted[method] = baselines.fit_baseline(method, train.features, train.labels)
+
+    def held_out_row(method: str, path: str, data: Dataset, p: np.ndarray) -> HeldOutRow:
         units, unit_name = aggregation_units(data)
-        enc = unit_accuracy(units, data.labels, p, data.class_names)
-        ece = calibration.reliability(p, data.labels == 0).ece
-        rows[path] = HeldOutRow(
+        return HeldOutRow(
             segmentation=path,
             segments=len(data),
             units=len(np.unique(units)),
             aggregation_unit=unit_name,
-            metrics=metrics,
-            ece=ece,
-            encounter_accuracy=enc,
+            metrics=baselines.binary_metrics(data.labels, p),  # predictions by aggregate.decide
+            ece=calibration.reliability(p, data.labels == 0).ece,
+            encounter_accuracy=unit_accuracy(units, data.labels, p, data.class_names),
             found=data.summary["segmentation"],
+            method=method,
         )
+
+    baseline_rows: dict[str, dict[str, HeldOutRow]] = {method: {} for method in fitted}
+    for path, data in datasets.items():
+        scored = classifier.predict_features(data.features)  # the service's inference path
+        p = scored.p_success.astype(np.float64)
+        rows[path] = held_out_row("cganet", path, data, p)
+        for method, model in fitted.items():
+            p_base = baselines.predict_class0(model, data.features)
+            baseline_rows[method][path] = held_out_row(method, path, data, p_base)
         curves[path] = (p, data.labels == 0)
         fold = FoldOutput(
             np.arange(len(data)),
             p,
-            metrics,
-            enc,
+            rows[path].metrics,
+            rows[path].encounter_accuracy,
             scored.attention,
             scored.embedding,
         )
@@ -558,11 +580,17 @@ def score_checkpoint(
         "dataset": data.summary,
         "test": {"cganet": next(iter(rows.values())).to_json()},
         "paths": {path: row.to_json() for path, row in rows.items()},
+        "baselines": {
+            method: {path: row.to_json() for path, row in by_path.items()}
+            for method, by_path in baseline_rows.items()
+        },
+        "baselines_from": None if baselines_from is None else str(baselines_from),
         "machine": machine_info(),
         "wall_time_s": round(time.perf_counter() - started, 1),
     }
+    all_rows = [*rows.values(), *(row for by in baseline_rows.values() for row in by.values())]
     lines = held_out_markdown(
-        checkpoint_path.name, meta.get("model_version"), data_dir, data, list(rows.values())
+        checkpoint_path.name, meta.get("model_version"), data_dir, data, all_rows, baselines_from
     )
     write_report(out_dir, "test", report, lines)
     return report
@@ -598,6 +626,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         " test set) and write test.md / test.json",
     )
     parser.add_argument(
+        "--baselines-from",
+        type=Path,
+        default=None,
+        metavar="TRAIN_DIR",
+        help="with --checkpoint: fit SVM and FLDA on all segments of this folder (the"
+        " checkpoint's training data) and score them on the same held-out segments",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help=f"smoke run: {QUICK['folds']} folds, {QUICK['epochs']} epoch, at most {QUICK['max_segments']} segments",
@@ -622,6 +658,7 @@ def run(args: argparse.Namespace) -> int:
                 "use_detector": not args.no_detector,
             },
             device=args.device,
+            baselines_from=args.baselines_from,
         )
         for path, row in test["paths"].items():
             print(

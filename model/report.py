@@ -243,10 +243,22 @@ def held_out_markdown(
     data_dir: Path,
     data: Dataset,
     rows: Sequence[HeldOutRow],
+    baselines_from: Path | None = None,
 ) -> list[str]:
-    """``test.md``: a trained model on a held-out folder, one row per segmentation."""
+    """``test.md``: a trained model on a held-out folder, one row per segmentation (and per
+    baseline fitted on ``baselines_from``, when given)."""
     unit = rows[0].aggregation_unit
     summary = data.summary
+    fitted = (
+        [
+            "",
+            f"SVM and FLDA were fitted on all segments of `{baselines_from}` (the checkpoint's"
+            f" training folder; input: {baselines.BASELINE_DIM_NOTE}, after standardisation; the"
+            " SVM's probabilities by Platt scaling) and scored on the same held-out segments.",
+        ]
+        if baselines_from is not None
+        else []
+    )
     return [
         f"# Held-out test: `{checkpoint_name}` (model {version}) on `{data_dir}`",
         "",
@@ -254,11 +266,13 @@ def held_out_markdown(
         f" ({summary['recordings_per_class']}); none of them was seen in training."
         " Probabilities are the checkpoint's calibrated ones; ECE is the expected calibration"
         " error over 10 equal-width bins.",
+        *fitted,
         "",
         *table(
-            ["segmentation", "segments", *METRIC_NAMES, "ECE", f"{unit}-level accuracy"],
+            ["method", "segmentation", "segments", *METRIC_NAMES, "ECE", f"{unit}-level accuracy"],
             (
                 [
+                    METHOD_LABELS[row.method],
                     row.segmentation,
                     row.segments,
                     *(f"{100 * row.metrics[m]:.1f}" for m in baselines.METRICS),
@@ -269,10 +283,13 @@ def held_out_markdown(
             ),
         ),
         "",
-        *(f"- {row.segmentation}: {SEGMENTATIONS[row.segmentation]}" for row in rows),
+        *(
+            f"- {path}: {SEGMENTATIONS[path]}"
+            for path in dict.fromkeys(row.segmentation for row in rows)
+        ),
         "",
-        f"Class 0 ({data.class_names[0]}) is positive; percentages. Figures below are for the"
-        f" first row ({rows[0].segmentation}).",
+        f"Class 0 ({data.class_names[0]}) is positive; percentages. Figures below are CGANet's"
+        f" on the first row ({rows[0].segmentation}).",
         "",
         "![ROC](roc_test.png)",
         "",

@@ -123,6 +123,7 @@ class HeldOutRow:
     ece: float
     encounter_accuracy: float
     found: dict[str, int]  # recordings per segmentation used (Dataset.summary)
+    method: str = "cganet"  # METHODS: the checkpoint, or a baseline fitted beside it
 
     def to_json(self) -> dict[str, Any]:
         return {

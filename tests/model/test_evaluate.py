@@ -151,6 +151,26 @@ def test_checkpoint_scored_on_a_held_out_folder(tmp_path: Path, untrained_checkp
     assert "Held-out test" in (out / "test.md").read_text()
 
 
+def test_held_out_test_scores_baselines_fitted_on_the_training_folder(
+    tmp_path: Path, untrained_checkpoint: Path
+) -> None:
+    train = make_folder(tmp_path / "train", n=12, seconds=2.0)  # tones: 300 Hz success, 450 failure
+    held_out = make_folder(tmp_path / "held-out", n=4, seconds=2.0)
+    out = tmp_path / "test"
+    args = ["evaluate", str(held_out), "--out", str(out), "--checkpoint", str(untrained_checkpoint)]
+    assert main([*args, "--no-detector", "--baselines-from", str(train)]) == 0
+    report = json.loads((out / "test.json").read_text())
+    assert report["baselines_from"] == str(train)
+    assert set(report["baselines"]) == {"svm", "flda"}
+    for method, by_path in report["baselines"].items():
+        assert list(by_path) == list(report["paths"]) == ["tiling"], method
+        assert by_path["tiling"]["segments"] == report["dataset"]["segments"] == 4
+        assert by_path["tiling"]["auc"] == 1.0, method  # the tones separate the classes
+    text = (out / "test.md").read_text()
+    assert "| SVM (MFCC) | tiling | 4 |" in text and "| FLDA (MFCC) | tiling | 4 |" in text
+    assert f"fitted on all segments of `{train}`" in text
+
+
 def _store(folder: Path, settings: dict[str, object], labels: list[int]) -> FoldStore:
     data = SimpleNamespace(
         features=np.arange(len(labels) * 8, dtype=np.float32).reshape(len(labels), 8),
