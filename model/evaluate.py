@@ -660,9 +660,10 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             baselines_from=args.baselines_from,
         )
-        for path, row in test["paths"].items():
+        scored = [("cganet", test["paths"]), *test["baselines"].items()]
+        for method, path, row in ((m, p, r) for m, by in scored for p, r in by.items()):
             print(
-                f"{path:11s} "
+                f"{METHOD_LABELS[method]:14s} {path:11s} "
                 + "  ".join(
                     f"{m} {100 * row[m]:.1f}" for m in (*baselines.METRICS, "encounter_accuracy")
                 )
