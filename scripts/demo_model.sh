@@ -9,25 +9,26 @@ cd "$(dirname "$0")/.."
 
 PANDAPULSE=${PANDAPULSE:-.venv/bin/pandapulse}
 WORK=${WORK:-build/demo-data}          # synthetic recordings and feature cache (not committed)
-ENCOUNTERS=${ENCOUNTERS:-96}
+ENCOUNTERS=${ENCOUNTERS:-320}
 SEED=${SEED:-1}
 GROUP=${GROUP:-pair}                   # held-out validation and CV folds by pair: unseen animals
 RECIPE=${RECIPE:-default}              # model/train.py; RECIPE=paper EPOCHS=500 for the paper's
-EPOCHS=${EPOCHS:-30}
-PATIENCE=${PATIENCE-8}                 # early stopping, epochs without a better validation AUC
-MAX_SEGMENTS=${MAX_SEGMENTS-1200}      # random subsample for training; empty: all segments
-EVAL_EPOCHS=${EVAL_EPOCHS:-30}
-EVAL_MAX_SEGMENTS=${EVAL_MAX_SEGMENTS-600}
-TEST_ENCOUNTERS=${TEST_ENCOUNTERS:-40}    # a held-out synthetic set with its own seed
-TEST_SEED=${TEST_SEED:-3}
+EPOCHS=${EPOCHS:-12}
+PATIENCE=${PATIENCE-4}                 # early stopping, epochs without a better validation AUC
+MAX_SEGMENTS=${MAX_SEGMENTS-}          # random subsample for training; empty: all segments
+EVAL_EPOCHS=${EVAL_EPOCHS:-12}
+EVAL_MAX_SEGMENTS=${EVAL_MAX_SEGMENTS-2000}
+TEST_ENCOUNTERS=${TEST_ENCOUNTERS:-200}    # a held-out synthetic set with its own seed
+TEST_SEED=${TEST_SEED:-4}
 MODEL=${MODEL:-model/assets/demo-model.safetensors}
 REPORT=${REPORT:-docs/reports/synthetic}
+WORKERS=${WORKERS:-$(nproc)}       # synthesis processes (the output does not depend on them)
 SKIP_CV=${SKIP_CV:-}                   # non-empty: train and test only, no cross validation
 
 data="$WORK/synth-${ENCOUNTERS}-s${SEED}"
 if [[ ! -f "$data/manifest.csv" ]]; then
     echo "== synth: $ENCOUNTERS encounters, seed $SEED -> $data"
-    "$PANDAPULSE" synth "$data" --encounters "$ENCOUNTERS" --seed "$SEED"
+    "$PANDAPULSE" synth "$data" --encounters "$ENCOUNTERS" --seed "$SEED" --workers "$WORKERS"
 fi
 
 echo "== train -> $MODEL"
@@ -47,9 +48,9 @@ fi
 test_data="$WORK/synth-${TEST_ENCOUNTERS}-s${TEST_SEED}"
 if [[ ! -f "$test_data/manifest.csv" ]]; then
     echo "== synth (held-out test set): $TEST_ENCOUNTERS encounters, seed $TEST_SEED -> $test_data"
-    "$PANDAPULSE" synth "$test_data" --encounters "$TEST_ENCOUNTERS" --seed "$TEST_SEED"
+    "$PANDAPULSE" synth "$test_data" --encounters "$TEST_ENCOUNTERS" --seed "$TEST_SEED" --workers "$WORKERS"
 fi
 echo "== held-out test of $MODEL -> $REPORT/test.md"
-"$PANDAPULSE" evaluate "$test_data" --out "$REPORT" --checkpoint "$MODEL"
+"$PANDAPULSE" evaluate "$test_data" --out "$REPORT" --checkpoint "$MODEL" --baselines-from "$data"
 
 echo "== done: $MODEL, $REPORT/report.md, $REPORT/test.md"
