@@ -4,8 +4,8 @@ the service's scoring path, against the same run's GPU matmul peak.
 Needs a machine with an NVIDIA GPU (``bench/gpu_run.sh`` runs it with the other GPU checks);
 without CUDA it says so and exits 0, so ``make bench`` can call it anywhere.
 
-1. **Accuracy**: the held-out segments of ``bench/precision_bench.py`` (the demo script's 40
-   synthetic encounters, seed 3, cut at the annotations and by the detector) scored through
+1. **Accuracy**: the held-out segments of ``bench/precision_bench.py`` (the demo script's 200
+   synthetic encounters, seed 4, cut at the annotations and by the detector) scored through
    ``Classifier.predict_features`` on CUDA in fp32, bf16 and fp16 (autocast: ``CGANet.forward``
    confines it to the convolutions), each compared with CUDA fp32 by ``precision_bench.compare``
    (decision flips, largest change of P(success), AUC change, encounter verdicts), and CUDA fp32
@@ -173,7 +173,7 @@ def report(
         f"- Machine: {machine['gpu']} (CUDA {machine['cuda']}, driver {machine['driver']}),"
         f" host CPU {machine['cpu']}, {machine['cores']} cores; torch {machine['torch']}",
         f"- Model: `{machine['model']}` (version {machine['version']}); held-out set: the demo"
-        " script's 40 synthetic encounters (seed 3), never seen in training",
+        " script's 200 synthetic encounters (seed 4), never seen in training",
         f'- `precision="auto"` on CUDA: **{machine["auto"]}**',
         "",
         "Accuracy against CUDA fp32 (the CPU's bar: decision flips <= 0.5 % and |AUC change| <="
