@@ -9,7 +9,9 @@ It also measures the ceiling of a model that scores one call at a time, as CGANe
 call scored by the success share of its call type among the training folds' calls (a perfect
 call-type recogniser, calibrated like the demo model), giving the segment AUC such a model
 reaches and its encounter accuracy under the service's rule (mean probability > 0.5,
-``model.aggregate``). Calls longer than one segment count once here.
+``model.aggregate``), and under a rule that removes the calls' class prior (mean log-odds above
+the log-odds of the training calls' success share: successful encounters call more, so a
+failure's calls still average above 0.5). Calls longer than one segment count once here.
 
     .venv/bin/python bench/synth_calibration.py [--encounters 600] [--duration 30] [--seed 0]
 """
@@ -60,9 +62,9 @@ def clip_features(
 
 def call_type_ceiling(
     n: int, *, duration_s: float, seed: int, atypical_rate: float
-) -> tuple[float, float]:
-    """(segment AUC, encounter accuracy by the mean rule) of scoring every call by its type's
-    success share on the other folds' encounters."""
+) -> tuple[float, float, float]:
+    """(segment AUC, encounter accuracy by the mean rule, and by the prior-corrected rule) of
+    scoring every call by its type's success share on the other folds' encounters."""
     types: list[str] = []
     encounter: list[int] = []
     success = np.zeros(n, dtype=bool)
@@ -78,16 +80,22 @@ def call_type_ceiling(
     call_type, enc = np.array(types), np.array(encounter)
     call_success = success[enc]
     score = np.zeros(len(enc))
+    prior = np.zeros(len(enc))
     for train, test in KFold(FOLDS, shuffle=True, random_state=seed).split(np.arange(n)):
         in_train = np.isin(enc, train)
+        prior[np.isin(enc, test)] = call_success[in_train].mean()
         for t in np.unique(call_type):
             seen = in_train & (call_type == t)
             share = (call_success[seen].sum() + 1) / (seen.sum() + 2)  # Laplace: unseen types 0.5
             score[np.isin(enc, test) & (call_type == t)] = share
     called = np.unique(enc)
+    truth = np.where(success[called], 0, 1)
     mean_p = np.array([score[enc == i].mean() for i in called])
-    accuracy = float(np.mean(aggregate.decide(mean_p) == np.where(success[called], 0, 1)))
-    return float(roc_auc_score(call_success, score)), accuracy
+    evidence = np.log(score / (1 - score)) - np.log(prior / (1 - prior))
+    mean_evidence = np.array([evidence[enc == i].mean() for i in called])
+    by_mean = float(np.mean(aggregate.decide(mean_p) == truth))
+    by_evidence = float(np.mean(np.where(mean_evidence > 0, 0, 1) == truth))
+    return float(roc_auc_score(call_success, score)), by_mean, by_evidence
 
 
 def oracle_accuracy(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[float, float]:
@@ -120,12 +128,13 @@ def main() -> None:
             f" (success {calls[y == 1].mean():.1f}, failure {calls[y == 0].mean():.1f});"
             f" sampled in {time.perf_counter() - started:.1f} s"
         )
-        auc, accuracy = call_type_ceiling(
+        auc, by_mean, by_evidence = call_type_ceiling(
             args.encounters, duration_s=args.duration, seed=args.seed, atypical_rate=h
         )
         print(
             f"          scoring each call by its type alone: segment AUC {100 * auc:.1f} %,"
-            f" encounter accuracy {100 * accuracy:.1f} % (mean P(success) > 0.5)"
+            f" encounter accuracy {100 * by_mean:.1f} % (mean P(success) > 0.5),"
+            f" {100 * by_evidence:.1f} % (prior-corrected mean log-odds > 0)"
         )
 
 
