@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import platform
 import time
+from collections.abc import Iterator
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -31,12 +32,24 @@ from sklearn.preprocessing import StandardScaler
 
 from model import aggregate
 from model.hardware import cpu_model
-from model.synth import CALL_TYPE_NAMES, GENERATOR_VERSION, plan_encounter
+from model.synth import CALL_TYPE_NAMES, GENERATOR_VERSION, EncounterPlan, plan_encounter
 from model.synth.spec import OUTCOMES
 
 SPEC_ORACLE = {0.0: 0.975, 0.08: 0.935, 0.15: 0.911}
 """SYNTH.md §3's measured oracle accuracies by class-overlap rate h."""
 FOLDS = 5
+
+
+def sampled_plans(
+    n: int, *, duration_s: float, seed: int, atypical_rate: float
+) -> Iterator[tuple[str, EncounterPlan]]:
+    """(outcome, call plan) of n encounters, outcomes alternating, reproducible per seed."""
+    for i in range(n):
+        outcome = OUTCOMES[i % 2]
+        yield outcome, plan_encounter(
+            seed * 1_000_003 + i, outcome=outcome, duration_s=duration_s,
+            atypical_rate=atypical_rate,
+        )  # fmt: skip
 
 
 def clip_features(
@@ -46,12 +59,8 @@ def clip_features(
     index = {name: i for i, name in enumerate(CALL_TYPE_NAMES)}
     x = np.zeros((n, 2 * len(index)))
     y = np.zeros(n, dtype=int)
-    for i in range(n):
-        outcome = OUTCOMES[i % 2]
-        plan = plan_encounter(
-            seed * 1_000_003 + i, outcome=outcome, duration_s=duration_s,
-            atypical_rate=atypical_rate,
-        )  # fmt: skip
+    plans = sampled_plans(n, duration_s=duration_s, seed=seed, atypical_rate=atypical_rate)
+    for i, (outcome, plan) in enumerate(plans):
         for call in plan.calls:
             k = index[call.call_type]
             x[i, k] += 1
@@ -68,12 +77,8 @@ def call_type_ceiling(
     types: list[str] = []
     encounter: list[int] = []
     success = np.zeros(n, dtype=bool)
-    for i in range(n):
-        outcome = OUTCOMES[i % 2]
-        plan = plan_encounter(
-            seed * 1_000_003 + i, outcome=outcome, duration_s=duration_s,
-            atypical_rate=atypical_rate,
-        )  # fmt: skip
+    plans = sampled_plans(n, duration_s=duration_s, seed=seed, atypical_rate=atypical_rate)
+    for i, (outcome, plan) in enumerate(plans):
         types += [call.call_type for call in plan.calls]
         encounter += [i] * len(plan.calls)
         success[i] = outcome == "success"
