@@ -646,6 +646,10 @@ def _modes(text: str) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
+    if args.baselines_from is not None and args.checkpoint is None:
+        raise DataError(
+            "--baselines-from fits baselines for a held-out test: give --checkpoint too"
+        )
     if args.checkpoint is not None:
         test = score_checkpoint(
             args.checkpoint,

@@ -171,6 +171,16 @@ def test_held_out_test_scores_baselines_fitted_on_the_training_folder(
     assert f"fitted on all segments of `{train}`" in text
 
 
+def test_baselines_from_without_a_checkpoint_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = make_folder(tmp_path / "data", n=4, seconds=2.0)
+    args = ["evaluate", str(data), "--out", str(tmp_path / "out"), "--baselines-from", str(data)]
+    assert main(args) == 2
+    assert "give --checkpoint too" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def _store(folder: Path, settings: dict[str, object], labels: list[int]) -> FoldStore:
     data = SimpleNamespace(
         features=np.arange(len(labels) * 8, dtype=np.float32).reshape(len(labels), 8),
