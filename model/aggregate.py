@@ -40,6 +40,26 @@ def running_p_success(p_success: Sequence[float] | np.ndarray) -> float | None:
     return float(values.mean()) if values.size else None
 
 
+def prior_removed_p_success(p_success: Sequence[float] | np.ndarray, prior: float) -> float | None:
+    """An alternative rule, measured by the held-out reports and not used by the service: the
+    segments' mean log-odds of class 0 less the log-odds of ``prior``, the share of class 0 among
+    the training segments, as a probability; None without segments.
+
+    Calibrated segment probabilities carry that share: when one class calls more, its share of
+    segments is above one half and an encounter of the other class can average above 0.5. Taking
+    it out scores the encounter by its calls' evidence alone (``bench/synth_calibration.py``).
+    """
+    if not 0.0 < prior < 1.0:
+        raise ValueError(
+            f"the class-0 share of the training segments must be in (0, 1), got {prior}"
+        )
+    values = np.clip(np.asarray(p_success, dtype=np.float64), 1e-6, 1 - 1e-6)
+    if not values.size:
+        return None
+    evidence = np.mean(np.log(values / (1 - values))) - np.log(prior / (1 - prior))
+    return float(1.0 / (1.0 + np.exp(-evidence)))
+
+
 UNCERTAIN = "uncertain"
 """The verdict inside the uncertain band."""
 UNCERTAIN_BAND = (0.4, 0.6)

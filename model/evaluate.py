@@ -202,13 +202,21 @@ def aggregation_units(dataset: Dataset) -> tuple[np.ndarray, str]:
 
 
 def unit_accuracy(
-    units: np.ndarray, labels: np.ndarray, p_positive: np.ndarray, class_names: tuple[str, str]
+    units: np.ndarray,
+    labels: np.ndarray,
+    p_positive: np.ndarray,
+    class_names: tuple[str, str],
+    prior: float | None = None,
 ) -> float:
-    """Share of units whose aggregated verdict (``model.aggregate``) matches their label."""
+    """Share of units whose aggregated verdict (``model.aggregate``) matches their label; with
+    ``prior`` (the training segments' class-0 share), by ``aggregate.prior_removed_p_success``."""
     correct = []
     for unit in np.unique(units):
         mask = units == unit
-        p = aggregate.running_p_success(p_positive[mask])
+        if prior is None:
+            p = aggregate.running_p_success(p_positive[mask])
+        else:
+            p = aggregate.prior_removed_p_success(p_positive[mask], prior)
         truth = class_names[int(np.bincount(labels[mask]).argmax())]
         # the paper's decision (a zero-width band): accuracy counts decisions, not abstentions
         correct.append(aggregate.verdict(p, class_names, band=(0.5, 0.5)) == truth)
@@ -470,6 +478,17 @@ def evaluate(
     return report
 
 
+def class0_share(summary: dict[str, Any]) -> float | None:
+    """The share of class 0 among a dataset summary's segments (``Dataset.summary``, which a
+    checkpoint keeps as its ``data``); None when the summary does not say."""
+    counts = summary.get("segments_per_class") or {}
+    names = summary.get("class_names") or list(counts)
+    total = sum(counts.values())
+    if not names or not total or names[0] not in counts or not 0 < counts[names[0]] < total:
+        return None
+    return float(counts[names[0]] / total)
+
+
 def score_checkpoint(
     checkpoint_path: Path,
     data_dir: Path,
@@ -512,6 +531,7 @@ def score_checkpoint(
     else:  # nothing annotated: that build already is the detector (or tiling) row
         datasets = {unannotated: annotated}
     fitted: dict[str, Any] = {}
+    baseline_prior: float | None = None
     if baselines_from is not None:
         train = build_dataset(
             baselines_from,
@@ -522,8 +542,12 @@ def score_checkpoint(
         for method in METHODS[1:]:
             log.info("fitting %s on %d segments of %s", method, len(train), baselines_from)
             fitted[method] = baselines.fit_baseline(method, train.features, train.labels)
+        baseline_prior = class0_share(train.summary)
+    checkpoint_prior = class0_share(meta.get("data", {}))
 
-    def held_out_row(method: str, path: str, data: Dataset, p: np.ndarray) -> HeldOutRow:
+    def held_out_row(
+        method: str, path: str, data: Dataset, p: np.ndarray, prior: float | None
+    ) -> HeldOutRow:
         units, unit_name = aggregation_units(data)
         return HeldOutRow(
             segmentation=path,
@@ -535,16 +559,20 @@ def score_checkpoint(
             encounter_accuracy=unit_accuracy(units, data.labels, p, data.class_names),
             found=data.summary["segmentation"],
             method=method,
+            prior=prior,
+            encounter_accuracy_prior_removed=None
+            if prior is None
+            else unit_accuracy(units, data.labels, p, data.class_names, prior),
         )
 
     baseline_rows: dict[str, dict[str, HeldOutRow]] = {method: {} for method in fitted}
     for path, data in datasets.items():
         scored = classifier.predict_features(data.features)  # the service's inference path
         p = scored.p_success.astype(np.float64)
-        rows[path] = held_out_row("cganet", path, data, p)
+        rows[path] = held_out_row("cganet", path, data, p, checkpoint_prior)
         for method, model in fitted.items():
             p_base = baselines.predict_class0(model, data.features)
-            baseline_rows[method][path] = held_out_row(method, path, data, p_base)
+            baseline_rows[method][path] = held_out_row(method, path, data, p_base, baseline_prior)
         curves[path] = (p, data.labels == 0)
         fold = FoldOutput(
             np.arange(len(data)),

@@ -237,6 +237,10 @@ def cv_markdown(
     return lines
 
 
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
 def held_out_markdown(
     checkpoint_name: str,
     version: object,
@@ -249,6 +253,24 @@ def held_out_markdown(
     baseline fitted on ``baselines_from``, when given)."""
     unit = rows[0].aggregation_unit
     summary = data.summary
+    removed = any(row.encounter_accuracy_prior_removed is not None for row in rows)
+    removed_note = (
+        [
+            "",
+            f"{unit.capitalize()}-level accuracy aggregates each {unit}'s segments by the service's"
+            " rule (mean P(class 0) > 0.5). *Prior removed* is an alternative rule, not the"
+            " service's: the segments' mean log-odds less the log-odds of the class-0 share among"
+            " the training segments (`model.aggregate.prior_removed_p_success`; shares: "
+            + ", ".join(
+                f"{METHOD_LABELS[method]} {share:.3f}"
+                for method, share in dict.fromkeys((r.method, r.prior) for r in rows)
+                if share is not None
+            )
+            + ").",
+        ]
+        if removed
+        else []
+    )
     fitted = (
         [
             "",
@@ -269,7 +291,15 @@ def held_out_markdown(
         *fitted,
         "",
         *table(
-            ["method", "segmentation", "segments", *METRIC_NAMES, "ECE", f"{unit}-level accuracy"],
+            [
+                "method",
+                "segmentation",
+                "segments",
+                *METRIC_NAMES,
+                "ECE",
+                f"{unit}-level accuracy",
+                *([f"{unit}-level accuracy, prior removed"] if removed else []),
+            ],
             (
                 [
                     METHOD_LABELS[row.method],
@@ -278,10 +308,12 @@ def held_out_markdown(
                     *(f"{100 * row.metrics[m]:.1f}" for m in baselines.METRICS),
                     f"{row.ece:.3f}",
                     f"{100 * row.encounter_accuracy:.1f} ({row.units})",
+                    *([_pct(row.encounter_accuracy_prior_removed)] if removed else []),
                 ]
                 for row in rows
             ),
         ),
+        *removed_note,
         "",
         *(
             f"- {path}: {SEGMENTATIONS[path]}"

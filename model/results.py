@@ -124,11 +124,15 @@ class HeldOutRow:
     encounter_accuracy: float
     found: dict[str, int]  # recordings per segmentation used (Dataset.summary)
     method: str = "cganet"  # METHODS: the checkpoint, or a baseline fitted beside it
+    prior: float | None = None  # class-0 share of the training segments, when known
+    encounter_accuracy_prior_removed: float | None = None  # aggregate.prior_removed_p_success
 
     def to_json(self) -> dict[str, Any]:
         return {
             **self.metrics,
             "encounter_accuracy": self.encounter_accuracy,
+            "encounter_accuracy_prior_removed": self.encounter_accuracy_prior_removed,
+            "training_class0_share": self.prior,
             "ece": self.ece,
             "segments": self.segments,
             "units": self.units,
