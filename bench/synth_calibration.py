@@ -95,11 +95,13 @@ def call_type_ceiling(
             score[np.isin(enc, test) & (call_type == t)] = share
     called = np.unique(enc)
     truth = np.where(success[called], 0, 1)
-    mean_p = np.array([score[enc == i].mean() for i in called])
-    evidence = np.log(score / (1 - score)) - np.log(prior / (1 - prior))
-    mean_evidence = np.array([evidence[enc == i].mean() for i in called])
+    mean_p = np.array([aggregate.running_p_success(score[enc == i]) for i in called])
+    # an encounter's calls are all in one test fold, so they share its training prior
+    removed = np.array(
+        [aggregate.prior_removed_p_success(score[enc == i], prior[enc == i][0]) for i in called]
+    )
     by_mean = float(np.mean(aggregate.decide(mean_p) == truth))
-    by_evidence = float(np.mean(np.where(mean_evidence > 0, 0, 1) == truth))
+    by_evidence = float(np.mean(aggregate.decide(removed) == truth))
     return float(roc_auc_score(call_success, score)), by_mean, by_evidence
 
 
