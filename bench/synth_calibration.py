@@ -98,7 +98,7 @@ def call_type_ceiling(
     mean_p = np.array([aggregate.running_p_success(score[enc == i]) for i in called])
     # an encounter's calls are all in one test fold, so they share its training prior
     removed = np.array(
-        [aggregate.prior_removed_p_success(score[enc == i], prior[enc == i][0]) for i in called]
+        [aggregate.running_p_success(score[enc == i], prior[enc == i][0]) for i in called]
     )
     by_mean = float(np.mean(aggregate.decide(mean_p) == truth))
     by_evidence = float(np.mean(aggregate.decide(removed) == truth))

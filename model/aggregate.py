@@ -1,11 +1,22 @@
 """How segment scores become an encounter's (or a recording's) running probability.
 
 The rule, written down once and used by ``pandapulse predict``, ``/predict``, the live
-encounter and the evaluation's encounter-level accuracy: the paper sums the per-frame
-probabilities over a segment's 86 frames (eq. 4); an encounter extends that sum over all its
-segments' frames. With every segment having 86 frames, P(success) of an encounter is therefore
-the mean of its segments' p_success (each calibrated, ``model.calibration``), and its verdict is
-the first class when that mean > 0.5 (P_s > P_f, ``decide``).
+encounter and the evaluation's encounter-level accuracy (``running_p_success``):
+
+- Each segment's calibrated P(success) (``model.calibration``) carries the share of success
+  among the training segments, its prior. When one class calls more often (on the synthetic
+  generator a successful pair calls 28 times per 30 s, a failing one 18), that share is above
+  one half, and an encounter of the other class averages above 0.5 on calls that say nothing.
+- So an encounter is scored by its calls' evidence alone: the mean of its segments' log-odds
+  of success, less the log-odds of the training share (``class0_share``, read from the
+  checkpoint), turned back into a probability. Both classes are then equally likely before the
+  first call. The verdict is the first class when that probability > 0.5 (P_s > P_f,
+  ``decide``).
+- A checkpoint that does not record its training share is scored by the earlier rule, the
+  mean of the segments' P(success) (the paper's frame sum, eq. 4, extended over the encounter).
+
+``bench/synth_calibration.py`` measures both rules with a perfect call-type recogniser, and the
+held-out reports (``docs/reports/synthetic/test.md``) with the models.
 
 Between a lower and an upper bound (``UNCERTAIN_BAND``, configurable) the verdict is
 ``uncertain``: a model near chance must never print a bold verdict.
@@ -13,8 +24,9 @@ Between a lower and an upper bound (``UNCERTAIN_BAND``, configurable) the verdic
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import overload
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, overload
 
 import numpy as np
 
@@ -34,30 +46,72 @@ def decide(p_class0: float | np.ndarray) -> int | np.ndarray:
     return 0 if p_class0 > THRESHOLD else 1
 
 
-def running_p_success(p_success: Sequence[float] | np.ndarray) -> float | None:
-    """Mean of the segments' p_success in [0, 1]; None when there are no segments."""
+LOGIT_CLIP = 1e-6
+"""Segment probabilities are clipped to [LOGIT_CLIP, 1 - LOGIT_CLIP] before their log-odds."""
+
+
+def running_p_success(
+    p_success: Sequence[float] | np.ndarray, prior: float | None = None
+) -> float | None:
+    """The encounter rule (module docstring) over the segments' P(class 0): their mean log-odds
+    less the log-odds of ``prior`` (the share of class 0 among the training segments), as a
+    probability; the mean of P(class 0) when ``prior`` is None; None without segments."""
+    series = running_series(p_success, prior)
+    return float(series[-1]) if series.size else None
+
+
+def running_series(
+    p_success: Sequence[float] | np.ndarray, prior: float | None = None
+) -> np.ndarray:
+    """``running_p_success`` after each of the segments in turn (float64, one per segment)."""
     values = np.asarray(p_success, dtype=np.float64)
-    return float(values.mean()) if values.size else None
+    n = np.arange(1, values.size + 1)
+    if prior is None:
+        return np.cumsum(values) / n
+    evidence = np.cumsum(_logit(values)) / n - log_odds(check_share(prior))
+    return np.asarray(1.0 / (1.0 + np.exp(-evidence)))
 
 
-def prior_removed_p_success(p_success: Sequence[float] | np.ndarray, prior: float) -> float | None:
-    """An alternative rule, measured by the held-out reports and not used by the service: the
-    segments' mean log-odds of class 0 less the log-odds of ``prior``, the share of class 0 among
-    the training segments, as a probability; None without segments.
-
-    Calibrated segment probabilities carry that share: when one class calls more, its share of
-    segments is above one half and an encounter of the other class can average above 0.5. Taking
-    it out scores the encounter by its calls' evidence alone (``bench/synth_calibration.py``).
-    """
+def check_share(prior: float) -> float:
+    """``prior`` as a float; ValueError unless 0 < prior < 1."""
     if not 0.0 < prior < 1.0:
         raise ValueError(
             f"the class-0 share of the training segments must be in (0, 1), got {prior}"
         )
-    values = np.clip(np.asarray(p_success, dtype=np.float64), 1e-6, 1 - 1e-6)
-    if not values.size:
+    return float(prior)
+
+
+def class0_share(summary: Mapping[str, Any]) -> float | None:
+    """The share of class 0 among a dataset summary's segments (``Dataset.summary``, which a
+    checkpoint keeps as its ``data``); None when the summary does not say."""
+    counts = summary.get("segments_per_class") or {}
+    names = summary.get("class_names") or list(counts)
+    total = sum(counts.values())
+    if not names or not total or names[0] not in counts or not 0 < counts[names[0]] < total:
         return None
-    evidence = np.mean(np.log(values / (1 - values))) - np.log(prior / (1 - prior))
+    return float(counts[names[0]] / total)
+
+
+def log_odds(p: float) -> float:
+    """One segment's log-odds of class 0, clipped as the encounter rule clips them."""
+    q = min(max(float(p), LOGIT_CLIP), 1.0 - LOGIT_CLIP)
+    return math.log(q / (1.0 - q))
+
+
+def from_sums(p_sum: float, log_odds_sum: float, n: int, prior: float | None) -> float | None:
+    """``running_p_success`` of ``n`` segments from running sums of their p_success and their
+    ``log_odds``, for callers that keep sums instead of every score; None when n is 0."""
+    if n <= 0:
+        return None
+    if prior is None:
+        return p_sum / n
+    evidence = log_odds_sum / n - log_odds(check_share(prior))
     return float(1.0 / (1.0 + np.exp(-evidence)))
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    clipped = np.clip(p, LOGIT_CLIP, 1 - LOGIT_CLIP)
+    return np.asarray(np.log(clipped / (1 - clipped)))
 
 
 UNCERTAIN = "uncertain"

@@ -208,15 +208,13 @@ def unit_accuracy(
     class_names: tuple[str, str],
     prior: float | None = None,
 ) -> float:
-    """Share of units whose aggregated verdict (``model.aggregate``) matches their label; with
-    ``prior`` (the training segments' class-0 share), by ``aggregate.prior_removed_p_success``."""
+    """Share of units whose verdict by the encounter rule (``aggregate.running_p_success``,
+    with ``prior`` the training segments' class-0 share; None: the mean rule) matches their
+    label."""
     correct = []
     for unit in np.unique(units):
         mask = units == unit
-        if prior is None:
-            p = aggregate.running_p_success(p_positive[mask])
-        else:
-            p = aggregate.prior_removed_p_success(p_positive[mask], prior)
+        p = aggregate.running_p_success(p_positive[mask], prior)
         truth = class_names[int(np.bincount(labels[mask]).argmax())]
         # the paper's decision (a zero-width band): accuracy counts decisions, not abstentions
         correct.append(aggregate.verdict(p, class_names, band=(0.5, 0.5)) == truth)
@@ -319,13 +317,19 @@ def run_split_mode(
             info["seconds"] = round(time.perf_counter() - start, 1)
             metrics = baselines.binary_metrics(y[test], p, pred)
             metrics["ece"] = calibration.reliability(p, y[test] == 0).ece
-            enc = unit_accuracy(units[test], y[test], p, mfcc.class_names)
+            enc = unit_accuracy(units[test], y[test], p, mfcc.class_names, _share(y[train]))
             log.info("  %s: %s, encounter-level accuracy %.3f", method, _fmt_metrics(metrics), enc)
             out = FoldOutput(test, p, metrics, enc, attention, embedding, info)
             if store is not None:
                 store.save(mode, k, method, out)
             results[method].append(out)
     return results
+
+
+def _share(labels: np.ndarray) -> float | None:
+    """The class-0 share of training labels, the encounter rule's prior (None if one class)."""
+    share = float(np.mean(labels == 0))
+    return share if 0.0 < share < 1.0 else None
 
 
 def _fmt_metrics(m: dict[str, float]) -> str:
@@ -396,6 +400,7 @@ def evaluate(
         "segments_used": len(mfcc),
         "segments_per_class": mfcc.class_counts(),
         "aggregation_unit": unit_name,
+        "encounter_rule": "mean log-odds less the training folds' class-0 share's",
         "baseline_input": baselines.BASELINE_DIM_NOTE,
         "settings": {
             **{k: v for k, v in asdict(config).items() if k != "progress"},
@@ -478,17 +483,6 @@ def evaluate(
     return report
 
 
-def class0_share(summary: dict[str, Any]) -> float | None:
-    """The share of class 0 among a dataset summary's segments (``Dataset.summary``, which a
-    checkpoint keeps as its ``data``); None when the summary does not say."""
-    counts = summary.get("segments_per_class") or {}
-    names = summary.get("class_names") or list(counts)
-    total = sum(counts.values())
-    if not names or not total or names[0] not in counts or not 0 < counts[names[0]] < total:
-        return None
-    return float(counts[names[0]] / total)
-
-
 def score_checkpoint(
     checkpoint_path: Path,
     data_dir: Path,
@@ -542,8 +536,8 @@ def score_checkpoint(
         for method in METHODS[1:]:
             log.info("fitting %s on %d segments of %s", method, len(train), baselines_from)
             fitted[method] = baselines.fit_baseline(method, train.features, train.labels)
-        baseline_prior = class0_share(train.summary)
-    checkpoint_prior = class0_share(meta.get("data", {}))
+        baseline_prior = aggregate.class0_share(train.summary)
+    checkpoint_prior = aggregate.class0_share(meta.get("data", {}))
 
     def held_out_row(
         method: str, path: str, data: Dataset, p: np.ndarray, prior: float | None
@@ -556,13 +550,13 @@ def score_checkpoint(
             aggregation_unit=unit_name,
             metrics=baselines.binary_metrics(data.labels, p),  # predictions by aggregate.decide
             ece=calibration.reliability(p, data.labels == 0).ece,
-            encounter_accuracy=unit_accuracy(units, data.labels, p, data.class_names),
+            encounter_accuracy=unit_accuracy(units, data.labels, p, data.class_names, prior),
             found=data.summary["segmentation"],
             method=method,
             prior=prior,
-            encounter_accuracy_prior_removed=None
+            encounter_accuracy_mean_rule=None
             if prior is None
-            else unit_accuracy(units, data.labels, p, data.class_names, prior),
+            else unit_accuracy(units, data.labels, p, data.class_names),
         )
 
     baseline_rows: dict[str, dict[str, HeldOutRow]] = {method: {} for method in fitted}

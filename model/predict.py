@@ -226,7 +226,9 @@ def answer(
     band: tuple[float, float],
 ) -> dict[str, Any]:
     """The JSON-ready answer for scored segments (one rounding rule for every caller)."""
-    overall = aggregate.running_p_success(p_success)
+    share = classifier.class0_share
+    running = aggregate.running_series(p_success, share)  # segments are in time order
+    overall = float(running[-1]) if running.size else None
     sr = C.SAMPLE_RATE
     return {
         "duration_s": round(n_samples / sr, 3),
@@ -241,12 +243,14 @@ def answer(
                 "p_success": round(float(p_success[i]), 4),
                 "p_failure": round(float(p_failure[i]), 4),
                 "attention": [round(float(a), 5) for a in attention[i]],
+                "running_p_success": round(float(running[i]), 4),
             }
             for i, (start, end) in enumerate(bounds)
         ],
         "p_success": None if overall is None else round(overall, 4),
         "verdict": aggregate.verdict(overall, classifier.class_names, band),
         "uncertain_band": list(band),
+        "class0_share": None if share is None else round(share, 4),
     }
 
 

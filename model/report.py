@@ -104,7 +104,9 @@ def cv_markdown(
         )
         + ("; ..." if len(d["skipped"]) > 10 else ""),
         f"- Encounter-level accuracy aggregates each test {report['aggregation_unit']}'s segments"
-        " with the service's rule (mean P(class 0) > 0.5).",
+        " with the service's rule (`model.aggregate.running_p_success`): their mean log-odds of"
+        " class 0 less the log-odds of the class-0 share among the fold's training segments,"
+        " class 0 when above 0.",
         "",
         "## Settings against the paper's",
         "",
@@ -253,24 +255,25 @@ def held_out_markdown(
     baseline fitted on ``baselines_from``, when given)."""
     unit = rows[0].aggregation_unit
     summary = data.summary
-    removed = any(row.encounter_accuracy_prior_removed is not None for row in rows)
-    removed_note = (
-        [
-            "",
-            f"{unit.capitalize()}-level accuracy aggregates each {unit}'s segments by the service's"
-            " rule (mean P(class 0) > 0.5). *Prior removed* is an alternative rule, not the"
-            " service's: the segments' mean log-odds less the log-odds of the class-0 share among"
-            " the training segments (`model.aggregate.prior_removed_p_success`; shares: "
-            + ", ".join(
-                f"{METHOD_LABELS[method]} {share:.3f}"
-                for method, share in dict.fromkeys((r.method, r.prior) for r in rows)
-                if share is not None
-            )
-            + ").",
-        ]
-        if removed
-        else []
+    shares = ", ".join(
+        f"{METHOD_LABELS[method]} {share:.3f}"
+        for method, share in dict.fromkeys((r.method, r.prior) for r in rows)
+        if share is not None
     )
+    mean_rule = any(row.encounter_accuracy_mean_rule is not None for row in rows)
+    rule_note = [
+        "",
+        f"{unit.capitalize()}-level accuracy aggregates each {unit}'s segments by the service's"
+        " rule (`model.aggregate.running_p_success`): the segments' mean log-odds of class 0"
+        " less the log-odds of the class-0 share among the training segments"
+        + (f" ({shares})" if shares else "")
+        + ", success when above 0; the mean of P(class 0) where the share is not known."
+        + (
+            " *Mean rule* is the earlier rule for comparison: mean P(class 0) > 0.5."
+            if mean_rule
+            else ""
+        ),
+    ]
     fitted = (
         [
             "",
@@ -298,7 +301,7 @@ def held_out_markdown(
                 *METRIC_NAMES,
                 "ECE",
                 f"{unit}-level accuracy",
-                *([f"{unit}-level accuracy, prior removed"] if removed else []),
+                *([f"{unit}-level accuracy, mean rule"] if mean_rule else []),
             ],
             (
                 [
@@ -308,12 +311,12 @@ def held_out_markdown(
                     *(f"{100 * row.metrics[m]:.1f}" for m in baselines.METRICS),
                     f"{row.ece:.3f}",
                     f"{100 * row.encounter_accuracy:.1f} ({row.units})",
-                    *([_pct(row.encounter_accuracy_prior_removed)] if removed else []),
+                    *([_pct(row.encounter_accuracy_mean_rule)] if mean_rule else []),
                 ]
                 for row in rows
             ),
         ),
-        *removed_note,
+        *rule_note,
         "",
         *(
             f"- {path}: {SEGMENTATIONS[path]}"

@@ -121,17 +121,17 @@ class HeldOutRow:
     aggregation_unit: str  # 'group' or 'recording'
     metrics: dict[str, float]  # baselines.METRICS
     ece: float
-    encounter_accuracy: float
+    encounter_accuracy: float  # aggregate.running_p_success, the service's rule (with prior)
     found: dict[str, int]  # recordings per segmentation used (Dataset.summary)
     method: str = "cganet"  # METHODS: the checkpoint, or a baseline fitted beside it
     prior: float | None = None  # class-0 share of the training segments, when known
-    encounter_accuracy_prior_removed: float | None = None  # aggregate.prior_removed_p_success
+    encounter_accuracy_mean_rule: float | None = None  # the mean rule (prior None), when prior
 
     def to_json(self) -> dict[str, Any]:
         return {
             **self.metrics,
             "encounter_accuracy": self.encounter_accuracy,
-            "encounter_accuracy_prior_removed": self.encounter_accuracy_prior_removed,
+            "encounter_accuracy_mean_rule": self.encounter_accuracy_mean_rule,
             "training_class0_share": self.prior,
             "ece": self.ece,
             "segments": self.segments,

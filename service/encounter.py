@@ -7,8 +7,10 @@ replays behave like live audio) closes it again. An encounter a keeper started i
 by a keeper.
 
 The running probability is ``model.aggregate.running_p_success`` over the encounter's segments
-(the mean of their P(success), i.e. the paper's frame sum extended to the whole encounter); the
-verdict (``model.aggregate.verdict``) is withheld until ``min_segments_for_verdict`` segments.
+(their evidence: mean log-odds of success less the training share's, with the share of the
+model that scored the latest segment; the mean P(success) for a model that does not record its
+share); the verdict (``model.aggregate.verdict``) is withheld until ``min_segments_for_verdict``
+segments.
 
 This module holds no I/O: ``EncounterBook`` is the in-memory state of the open encounters,
 owned by the monitor's worker thread (``service.monitor``), which stores what it decides.
@@ -27,7 +29,9 @@ class OpenEncounter:
     """An encounter in progress (mutable; owned by one thread).
 
     ``last_sample`` is the end sample index of its latest segment (None before any), the
-    reference for closing on silence.
+    reference for closing on silence. ``class0_share`` is the encounter rule's prior: the
+    share of class 0 among the training segments of the model that scored the latest segment
+    (None: the mean rule).
     """
 
     id: int
@@ -36,6 +40,7 @@ class OpenEncounter:
     class_names: tuple[str, str] = ("success", "failure")
     p_success: list[float] = field(default_factory=list)
     last_sample: int | None = None
+    class0_share: float | None = None
 
     @property
     def n_segments(self) -> int:
@@ -43,7 +48,7 @@ class OpenEncounter:
 
     @property
     def running_p_success(self) -> float | None:
-        return aggregate.running_p_success(self.p_success)
+        return aggregate.running_p_success(self.p_success, self.class0_share)
 
     def running_p(self, column: int) -> float | None:
         """The running probability of class ``column`` (0 or 1); None before any segment."""
@@ -59,9 +64,11 @@ class OpenEncounter:
             return None
         return aggregate.verdict(self.running_p_success, self.class_names, band)
 
-    def add(self, p_success: float, end_sample: int) -> None:
+    def add(self, p_success: float, end_sample: int, class0_share: float | None = None) -> None:
+        """Add a segment's P(class 0), scored by a model with ``class0_share``."""
         self.p_success.append(float(p_success))
         self.last_sample = end_sample
+        self.class0_share = class0_share
 
 
 @dataclass(frozen=True)
@@ -78,10 +85,15 @@ class EncounterBook:
     """The open encounter of each source (at most one per source)."""
 
     def __init__(
-        self, rules: EncounterRules, class_names: Sequence[str] = ("success", "failure")
+        self,
+        rules: EncounterRules,
+        class_names: Sequence[str] = ("success", "failure"),
+        class0_share: float | None = None,
     ) -> None:
         self.rules = rules
         self.class_names: tuple[str, str] = (class_names[0], class_names[1])
+        self.class0_share = class0_share
+        """The live model's at start: the prior of encounters reloaded after a restart."""
         self.reset()
 
     def reset(self) -> None:
@@ -101,7 +113,12 @@ class EncounterBook:
     ) -> OpenEncounter:
         """Start tracking an encounter that was just stored (or reloaded after a restart)."""
         enc = OpenEncounter(
-            encounter_id, source, auto, self.class_names, [float(p) for p in p_success]
+            encounter_id,
+            source,
+            auto,
+            self.class_names,
+            [float(p) for p in p_success],
+            class0_share=self.class0_share,
         )
         self._open[source] = enc
         return enc

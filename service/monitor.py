@@ -92,6 +92,7 @@ class Monitor:
         *,
         class_names: tuple[str, str] = ("success", "failure"),
         model_version: str = "untracked",
+        class0_share: float | None = None,
     ) -> None:
         self.settings = settings
         self.hub = hub
@@ -106,6 +107,7 @@ class Monitor:
                 uncertain_band=enc.uncertain_band,
             ),
             class_names,
+            class0_share,
         )
         a = settings.alerts
         self.rule = FailureRule(
@@ -442,11 +444,17 @@ class Monitor:
         if enc is not None:
             rules = self.book.rules
             old_verdict = enc.verdict(rules.min_segments_for_verdict, rules.uncertain_band)
-            enc.add(ev.p_success, ev.end)
+            enc.add(ev.p_success, ev.end, ev.class0_share)
             running = enc.running_p_success
             verdict = enc.verdict(rules.min_segments_for_verdict, rules.uncertain_band)
         if ev.shadow is not None:
-            self.shadow.add(ev.source_id, None if enc is None else enc.id, ev.p_success, ev.shadow)
+            self.shadow.add(
+                ev.source_id,
+                None if enc is None else enc.id,
+                ev.p_success,
+                ev.shadow,
+                ev.class0_share,
+            )
         seg = storage.add_segment(
             encounter_id=None if enc is None else enc.id,
             source=ev.source_id,

@@ -427,7 +427,10 @@ class Pipeline:
             else:
                 shadows = [
                     ShadowScore(
-                        shadow_model.version, float(other.p_success[i]), float(other.p_failure[i])
+                        shadow_model.version,
+                        float(other.p_success[i]),
+                        float(other.p_failure[i]),
+                        shadow_model.class0_share,
                     )
                     for i in range(len(batch))
                 ]
@@ -457,6 +460,7 @@ class Pipeline:
                     cut_at=job.queued_at,
                     batch=self._batches,
                     shadow=shadows[i],
+                    class0_share=classifier.class0_share,
                 ),
             )
 

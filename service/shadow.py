@@ -5,10 +5,11 @@ storage thread, in ``Monitor._store_segment``, so one writer); ``current`` is re
 event loop for ``/stats``. Each tally is a frozen value replaced whole on every update, so a
 reader always sees a consistent one without a lock.
 
-Per segment, each model's verdict is ``model.aggregate.verdict`` of its own P(class 0) (the
-encounter rule applied to one segment: first class, second class or ``uncertain`` inside
-``encounter.uncertain_band``). A tally covers one source, one encounter and one shadow
-version: it starts afresh when either changes.
+Per segment, each model's verdict is ``model.aggregate.verdict`` of its own P(class 0) for
+that segment (first class, second class or ``uncertain`` inside ``encounter.uncertain_band``);
+each model's running figure is the encounter rule over the tallied segments, with its own
+training share. A tally covers one source, one encounter and one shadow version: it starts
+afresh when either changes.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ class Agreement:
     abs_diff_sum: float = 0.0
     active_sum: float = 0.0
     shadow_sum: float = 0.0
+    active_log_odds_sum: float = 0.0
+    shadow_log_odds_sum: float = 0.0
+    active_share: float | None = None
+    shadow_share: float | None = None
 
     @property
     def share_same(self) -> float | None:
@@ -44,11 +49,17 @@ class Agreement:
 
     @property
     def active_p_success(self) -> float | None:
-        return self.active_sum / self.segments if self.segments else None
+        """The active model's running P(class 0) over these segments (the encounter rule)."""
+        return aggregate.from_sums(
+            self.active_sum, self.active_log_odds_sum, self.segments, self.active_share
+        )
 
     @property
     def shadow_p_success(self) -> float | None:
-        return self.shadow_sum / self.segments if self.segments else None
+        """The shadow model's, by the same rule with its own training share."""
+        return aggregate.from_sums(
+            self.shadow_sum, self.shadow_log_odds_sum, self.segments, self.shadow_share
+        )
 
 
 class ShadowBook:
@@ -63,8 +74,15 @@ class ShadowBook:
         return aggregate.verdict(p_success, self.class_names, self.band)
 
     def add(
-        self, source: str, encounter_id: int | None, p_active: float, shadow: ShadowScore
+        self,
+        source: str,
+        encounter_id: int | None,
+        p_active: float,
+        shadow: ShadowScore,
+        active_share: float | None = None,
     ) -> Agreement:
+        """Tally one segment: the active model's P(class 0), scored by a model with
+        ``active_share`` (its ``class0_share``), and the shadow's score of it."""
         tally = self._tallies.get(source)
         if (
             tally is None
@@ -80,6 +98,10 @@ class ShadowBook:
             abs_diff_sum=tally.abs_diff_sum + abs(p_active - shadow.p_success),
             active_sum=tally.active_sum + p_active,
             shadow_sum=tally.shadow_sum + shadow.p_success,
+            active_log_odds_sum=tally.active_log_odds_sum + aggregate.log_odds(p_active),
+            shadow_log_odds_sum=tally.shadow_log_odds_sum + aggregate.log_odds(shadow.p_success),
+            active_share=active_share,
+            shadow_share=shadow.class0_share,
         )
         self._tallies[source] = tally
         return tally

@@ -128,6 +128,8 @@ class ScoredSegment:
     shadow : ShadowScore or None
         The shadow model's score of the same segment, when one runs (never drives verdicts or
         alerts).
+    class0_share : float or None
+        The scoring model's ``Classifier.class0_share``: the encounter rule's prior.
     """
 
     source_id: str
@@ -144,6 +146,7 @@ class ScoredSegment:
     cut_at: float = 0.0
     batch: int = 0
     shadow: ShadowScore | None = None
+    class0_share: float | None = None
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,8 @@ class ShadowScore:
     model_version: str
     p_success: float
     p_failure: float
+    class0_share: float | None = None
+    """The shadow model's ``Classifier.class0_share`` (its encounter rule's prior)."""
 
 
 @dataclass(frozen=True)

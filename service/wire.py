@@ -230,6 +230,9 @@ class ModelInfo(_Wire):
     class_names: list[str]
     uncertain_band: tuple[float, float]
     """P(class 0) range whose verdict is "uncertain" (``encounter.uncertain_band``)."""
+    class0_share: float | None
+    """Class 0's share of the model's training segments: the encounter rule's prior
+    (``model.aggregate``); None when the model does not record it (then: mean P(class 0))."""
     alarm_class: str | None
     """The class whose running probability raises the alarm; None: no alarm."""
 
@@ -272,10 +275,11 @@ class ShadowAgreement(_Wire):
     """Mean absolute difference of the two models' P(success)."""
     active_p_success: float | None
     shadow_p_success: float | None
-    """Each model's mean P(success) over those segments (its running figure)."""
+    """Each model's running P(success) over those segments by the encounter rule, with its own
+    training share (``model.aggregate``)."""
     active_verdict: str | None
     shadow_verdict: str | None
-    """Each model's encounter verdict from its mean (``encounter.uncertain_band``)."""
+    """Each model's encounter verdict from that figure (``encounter.uncertain_band``)."""
 
 
 class ShadowStats(_Wire):
@@ -408,6 +412,8 @@ class PredictSegment(_Wire):
     p_success: float
     p_failure: float
     attention: list[float]
+    running_p_success: float
+    """The recording's P(success) by the encounter rule after this segment (time order)."""
 
 
 class PredictResult(_Wire):
@@ -422,6 +428,9 @@ class PredictResult(_Wire):
     p_success: float | None
     verdict: str | None
     uncertain_band: tuple[float, float]
+    class0_share: float | None
+    """Class 0's share of the model's training segments: the encounter rule's prior
+    (``model.aggregate``); None when the model does not record it (then: mean P(class 0))."""
 
 
 # --- models (/api/models) -------------------------------------------------------------------

@@ -124,7 +124,11 @@ class Runtime:
             inf.model_path.name,
         )
         monitor = Monitor(
-            settings, hub, class_names=classifier.class_names, model_version=classifier.version
+            settings,
+            hub,
+            class_names=classifier.class_names,
+            model_version=classifier.version,
+            class0_share=classifier.class0_share,
         )
         mqtt = mqtt_attach(settings, monitor, model_version=classifier.version)
         await asyncio.to_thread(monitor.start)
@@ -364,6 +368,7 @@ class Runtime:
             device=self.device,
             class_names=list(self.classifier.class_names),
             uncertain_band=self.settings.encounter.uncertain_band,
+            class0_share=self.classifier.class0_share,
             alarm_class=self.monitor.alarm_class,
         )
 

@@ -8,6 +8,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from model import aggregate, checkpoint
 from model import constants as C
 from model.classifier import Classifier, choose_device
 from model.features import mfcc
@@ -66,16 +67,28 @@ def test_predict_cli_json(
         2 * np.pi * 50 * t
     )
     sf.write(wav, np.stack([call, 0.5 * call], 1), C.SAMPLE_RATE)
-    assert main(["predict", str(wav), "--model", str(untrained_checkpoint), "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)[str(wav)]
-    assert result["verdict"] in ("success", "failure")
-    assert result["segments"], "no segment scored"
-    for seg in result["segments"]:
-        assert set(seg) == {"start_s", "end_s", "p_success", "p_failure"}
-        assert 0 <= seg["start_s"] < seg["end_s"] <= 5.0
-    assert result["p_success"] == pytest.approx(
-        np.mean([s["p_success"] for s in result["segments"]]), abs=1e-3
-    )
+    # the same weights, recorded as trained on 62 % success segments: the rule takes that out
+    network, _ = checkpoint.load(untrained_checkpoint)
+    data = {
+        "class_names": ["success", "failure"],
+        "segments_per_class": {"success": 62, "failure": 38},
+    }
+    with_share = tmp_path / "m.safetensors"
+    checkpoint.save(with_share, network, {"data": data})
+    for model, share in ((untrained_checkpoint, None), (with_share, 0.62)):
+        assert main(["predict", str(wav), "--model", str(model), "--json"]) == 0
+        result = json.loads(capsys.readouterr().out)[str(wav)]
+        assert result["verdict"] in ("success", "failure", "uncertain")
+        assert result["segments"], "no segment scored"
+        assert result["class0_share"] == share
+        ps = [s["p_success"] for s in result["segments"]]
+        for seg in result["segments"]:
+            assert set(seg) == {"start_s", "end_s", "p_success", "p_failure", "running_p_success"}
+            assert 0 <= seg["start_s"] < seg["end_s"] <= 5.0
+        assert result["p_success"] == pytest.approx(
+            aggregate.running_p_success(ps, share), abs=1e-3
+        )
+        assert result["segments"][-1]["running_p_success"] == result["p_success"]
 
 
 def test_predict_cli_table_and_missing_checkpoint(

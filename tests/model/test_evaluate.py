@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from model import aggregate, baselines
+from model import baselines
 from model import evaluate as evaluate_module
 from model.evaluate import FOLDS_DIR, FoldOutput, FoldStore, make_folds, unit_accuracy
 from service.cli import main
@@ -172,42 +172,19 @@ def test_held_out_test_scores_baselines_fitted_on_the_training_folder(
     # the training folder is balanced, so removing its class share changes nothing for them
     svm = report["baselines"]["svm"]["tiling"]
     assert svm["training_class0_share"] == 0.5
-    assert svm["encounter_accuracy_prior_removed"] == svm["encounter_accuracy"]
-    assert "accuracy, prior removed |" in text and "SVM (MFCC) 0.500" in text
+    assert svm["encounter_accuracy_mean_rule"] == svm["encounter_accuracy"]
+    assert "accuracy, mean rule |" in text and "SVM (MFCC) 0.500" in text
 
 
-def test_removing_the_training_class_share_scores_an_encounter_by_its_evidence() -> None:
-    p = np.array([0.62, 0.62, 0.62])
-    assert aggregate.prior_removed_p_success(p, 0.5) == pytest.approx(0.62)
-    assert aggregate.prior_removed_p_success(p, 0.62) == pytest.approx(0.5)
+def test_encounter_accuracy_counts_verdicts_by_the_encounter_rule() -> None:
     # a failure whose calls average 0.55 reads as success by the mean, as failure once the
     # training segments' success share (0.62) is taken out
     failure = np.array([0.8, 0.3, 0.55])
-    assert aggregate.running_p_success(failure) > 0.5
-    assert aggregate.prior_removed_p_success(failure, 0.62) < 0.5
-    assert aggregate.prior_removed_p_success([], 0.62) is None
-    with pytest.raises(ValueError, match="class-0 share"):
-        aggregate.prior_removed_p_success(p, 1.0)
     units = np.array(["a", "a", "a"])
     labels = np.array([1, 1, 1])
     names = ("success", "failure")
     assert unit_accuracy(units, labels, failure, names) == 0.0
     assert unit_accuracy(units, labels, failure, names, prior=0.62) == 1.0
-
-
-def test_class_share_is_read_from_a_dataset_summary() -> None:
-    summary = {
-        "class_names": ["success", "failure"],
-        "segments_per_class": {"success": 62, "failure": 38},
-    }
-    assert evaluate_module.class0_share(summary) == pytest.approx(0.62)
-    assert evaluate_module.class0_share({}) is None
-    assert (
-        evaluate_module.class0_share(
-            {**summary, "segments_per_class": {"success": 5, "failure": 0}}
-        )
-        is None
-    )
 
 
 def test_baselines_from_without_a_checkpoint_is_refused(

@@ -62,7 +62,8 @@ def whole_file_analyse(
     pred_s = np.concatenate(p_succ) if p_succ else np.zeros(0, np.float32)
     pred_f = np.concatenate(p_fail) if p_fail else np.zeros(0, np.float32)
     att = np.concatenate(attention) if attention else np.zeros((0, 0), np.float32)
-    p_success = aggregate.running_p_success(pred_s)
+    running = aggregate.running_series(pred_s, classifier.class0_share)
+    p_success = float(running[-1]) if running.size else None
     return {
         "duration_s": round(recording.duration_s, 3),
         "mono": recording.mono,
@@ -76,12 +77,16 @@ def whole_file_analyse(
                 "p_success": round(float(pred_s[i]), 4),
                 "p_failure": round(float(pred_f[i]), 4),
                 "attention": [round(float(a), 5) for a in att[i]],
+                "running_p_success": round(float(running[i]), 4),
             }
             for i, (start, end) in enumerate(starts)
         ],
         "p_success": None if p_success is None else round(p_success, 4),
         "verdict": aggregate.verdict(p_success, classifier.class_names, band),
         "uncertain_band": list(band),
+        "class0_share": None
+        if classifier.class0_share is None
+        else round(classifier.class0_share, 4),
     }
 
 
@@ -92,6 +97,7 @@ class Fingerprint:
 
     version = "fingerprint"
     class_names = C.CLASS_NAMES
+    class0_share = 0.62  # the encounter rule's prior, as a trained checkpoint records it
 
     def __init__(self, max_batch: int, device: str = "cpu") -> None:
         self.max_batch = max_batch

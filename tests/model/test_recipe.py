@@ -283,3 +283,68 @@ def test_bf16_autocast_leaves_the_gru_softmaxes_and_sums_in_float32() -> None:
     # no bf16 quantisation of the scores: 16 different segments give 16 different scores
     assert len(torch.unique(low.probs[:, 0])) == 16
     assert torch.allclose(low.probs, reference.probs, atol=0.02)
+
+
+def test_encounter_rule_scores_an_encounter_by_its_evidence_without_the_training_share() -> None:
+    p = np.array([0.62, 0.62, 0.62])
+    assert aggregate.running_p_success(p, 0.5) == pytest.approx(0.62)
+    assert aggregate.running_p_success(p, 0.62) == pytest.approx(0.5)
+    # a failure whose calls average 0.55 reads as success by the mean (a checkpoint without its
+    # share), as failure once the training segments' success share (0.62) is taken out
+    failure = np.array([0.8, 0.3, 0.55])
+    assert aggregate.running_p_success(failure) == pytest.approx(0.55)
+    assert aggregate.running_p_success(failure, 0.62) < 0.5
+    assert aggregate.running_p_success([], 0.62) is None
+    assert aggregate.running_p_success([]) is None
+    # certain segments are clipped, so one of them cannot decide an encounter alone
+    assert 0.0 < aggregate.running_p_success([0.0, 1.0, 1.0], 0.5) < 1.0
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="class-0 share"):
+            aggregate.running_p_success(p, bad)
+
+
+@pytest.mark.parametrize("prior", [None, 0.3, 0.62])
+def test_running_series_and_sums_agree_with_the_encounter_rule(prior: float | None) -> None:
+    p = np.random.default_rng(0).uniform(0, 1, 17)
+    p[3] = 1.0  # clipped like the rest
+    series = aggregate.running_series(p, prior)
+    assert series.shape == (17,)
+    for n in range(1, 18):
+        expected = aggregate.running_p_success(p[:n], prior)
+        assert series[n - 1] == pytest.approx(expected, abs=1e-12)
+        sums = aggregate.from_sums(
+            float(p[:n].sum()), sum(aggregate.log_odds(x) for x in p[:n]), n, prior
+        )
+        assert sums == pytest.approx(expected, abs=1e-12)
+    assert aggregate.from_sums(0.0, 0.0, 0, prior) is None
+    assert aggregate.running_series([], prior).shape == (0,)
+
+
+def test_class_share_is_read_from_a_dataset_summary() -> None:
+    summary = {
+        "class_names": ["success", "failure"],
+        "segments_per_class": {"success": 62, "failure": 38},
+    }
+    assert aggregate.class0_share(summary) == pytest.approx(0.62)
+    assert aggregate.class0_share({}) is None
+    one_class = {**summary, "segments_per_class": {"success": 5, "failure": 0}}
+    assert aggregate.class0_share(one_class) is None
+    # class 0 is the first class name, whatever the counts' order
+    flipped = {
+        "class_names": ["failure", "success"],
+        "segments_per_class": summary["segments_per_class"],
+    }
+    assert aggregate.class0_share(flipped) == pytest.approx(0.38)
+
+
+def test_classifier_reads_its_training_share_from_the_checkpoint(tmp_path: Path) -> None:
+    data = {
+        "class_names": ["success", "failure"],
+        "segments_per_class": {"success": 3, "failure": 1},
+    }
+    net = CGANet()
+    assert Classifier(net, {"data": data}).class0_share == pytest.approx(0.75)
+    assert Classifier(net, {}).class0_share is None  # an older checkpoint: the mean rule
+    path = tmp_path / "m.safetensors"
+    checkpoint.save(path, net, {"data": data})
+    assert Classifier.from_checkpoint(path, device="cpu").class0_share == pytest.approx(0.75)

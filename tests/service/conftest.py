@@ -53,7 +53,13 @@ def make_settings(tmp_path: Path, **sections: Any) -> Settings:
 
 
 def scored(
-    source: str, start_s: float, p_success: float, *, seconds: float = 2.0, audio: bool = True
+    source: str,
+    start_s: float,
+    p_success: float,
+    *,
+    seconds: float = 2.0,
+    audio: bool = True,
+    class0_share: float | None = None,
 ) -> ScoredSegment:
     start = int(start_s * C.SAMPLE_RATE)
     n = int(seconds * C.SAMPLE_RATE)
@@ -72,6 +78,7 @@ def scored(
         model_version="test",
         processing_ms=1.0,
         ready_at=time.monotonic(),
+        class0_share=class0_share,
     )
 
 
@@ -84,9 +91,14 @@ def drain(monitor: Monitor) -> None:
 def monitor_factory(tmp_path: Path) -> Iterator[Any]:
     made: list[Monitor] = []
 
-    def make(**sections: Any) -> tuple[Monitor, RecordingHub]:
+    def make(class0_share: float | None = None, **sections: Any) -> tuple[Monitor, RecordingHub]:
         hub = RecordingHub()
-        monitor = Monitor(make_settings(tmp_path, **sections), hub, model_version="test")
+        monitor = Monitor(
+            make_settings(tmp_path, **sections),
+            hub,
+            model_version="test",
+            class0_share=class0_share,
+        )
         monitor.start()
         made.append(monitor)
         return monitor, hub
@@ -104,6 +116,7 @@ def minimal_snapshot() -> SnapshotMsg:
             device="cpu",
             class_names=["success", "failure"],
             uncertain_band=(0.4, 0.6),
+            class0_share=None,
             alarm_class="failure",
         ),
         sources=[],

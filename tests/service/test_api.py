@@ -193,13 +193,18 @@ def test_predict_equals_the_cli(
         "model_version",
         "class_names",
         "uncertain_band",
+        "class0_share",
     }
     assert body["uncertain_band"] == [0.4, 0.6]
+    assert body["class0_share"] is None  # the untrained checkpoint records no training share
     assert body["verdict"] == aggregate.verdict(body["p_success"])
     assert body["segments"], "the recording has calls: expected segments"
-    for seg in body["segments"]:
+    running = aggregate.running_series([seg["p_success"] for seg in body["segments"]])
+    for seg, figure in zip(body["segments"], running, strict=True):
         assert len(seg.pop("attention")) == C.N_FRAMES
-        assert set(seg) == {"start_s", "end_s", "p_success", "p_failure"}
+        assert set(seg) == {"start_s", "end_s", "p_success", "p_failure", "running_p_success"}
+        assert seg["running_p_success"] == pytest.approx(figure, abs=2e-4)
+    assert body["segments"][-1]["running_p_success"] == pytest.approx(body["p_success"], abs=1e-4)
     expected = _predict_cli(path, untrained_checkpoint, capsys)
     assert body == expected
     if which == "real":

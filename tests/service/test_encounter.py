@@ -35,6 +35,21 @@ def test_running_probability_and_verdict_threshold() -> None:
     assert enc.verdict(3) == "success" and enc.running_p(1) == pytest.approx(0.375)
 
 
+def test_running_probability_removes_the_scoring_models_training_share() -> None:
+    book = EncounterBook(RULES, class0_share=0.62)
+    enc = book.track(1, "north", auto=False, p_success=[0.8, 0.3])
+    assert enc.running_p_success == aggregate.running_p_success([0.8, 0.3], 0.62)
+    enc.add(0.55, C.SEGMENT_SAMPLES, 0.62)
+    # mean 0.55 (success by the mean) but below the training share: the calls lean to failure
+    assert enc.running_p_success == pytest.approx(
+        aggregate.running_p_success([0.8, 0.3, 0.55], 0.62)
+    )
+    assert enc.verdict(3, band=(0.5, 0.5)) == "failure"
+    # a model without a recorded share (an older checkpoint) scores by the mean
+    enc.add(0.55, 2 * C.SEGMENT_SAMPLES, None)
+    assert enc.running_p_success == pytest.approx(0.55)
+
+
 def test_silence_closes_only_automatic_encounters() -> None:
     book = EncounterBook(RULES)
     auto = book.track(1, "north", auto=True)
@@ -128,3 +143,30 @@ def test_open_keeper_encounter_survives_restart(monitor_factory: Any) -> None:
     drain(again)
     (seg,) = hub.of_type("segment")
     assert seg.encounter_id == row.id and seg.running_p_success == pytest.approx(0.4, abs=1e-4)
+
+
+def test_monitor_scores_encounters_by_the_rule_of_the_model_that_scored_them(
+    monitor_factory: Any,
+) -> None:
+    rules = {"min_segments_for_verdict": 3, "uncertain_band": (0.45, 0.55)}
+    monitor, hub = monitor_factory(class0_share=0.62, encounter=rules)
+    row = asyncio.run(monitor.start_encounter("north"))
+    for t, p in [(0.0, 0.8), (2.0, 0.3), (4.0, 0.55)]:
+        monitor.on_segment(scored("north", t, p, class0_share=0.62))
+    drain(monitor)
+    expected = aggregate.running_series([0.8, 0.3, 0.55], 0.62)
+    running = [s.running_p_success for s in hub.of_type("segment")]
+    assert running == pytest.approx(expected.tolist(), abs=1e-4)
+    stored = asyncio.run(monitor.encounter(row.id))
+    assert stored is not None and stored.encounter.p_success == pytest.approx(expected[-1])
+    # 0.440 by the calls' evidence, where the mean (0.55) would have said success
+    assert stored.encounter.verdict == "failure"
+    monitor.stop()
+    # after a restart the open encounter is reloaded with the live model's share
+    again, hub = monitor_factory(class0_share=0.62)
+    again.on_segment(scored("north", 6.0, 0.6, class0_share=0.62))
+    drain(again)
+    (seg,) = hub.of_type("segment")
+    assert seg.running_p_success == pytest.approx(
+        aggregate.running_p_success([0.8, 0.3, 0.55, 0.6], 0.62), abs=1e-4
+    )

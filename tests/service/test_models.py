@@ -454,7 +454,15 @@ def test_shadow_agreement_matches_an_independent_computation(
     middle = float(np.median(np.log(np.divide(a, np.subtract(1.0, a)))))
     net.temperature.fill_(0.1)
     net.calibration_bias.fill_(-middle / 0.1)
-    shadow = Classifier(net, checkpoint.save(tmp_path / "shadow.safetensors", net), device="cpu")
+    # ... and trained, as its recorded data says, on 60 % success segments: its running figure
+    # takes that share out, the active model's (which records none) is the mean
+    data = {
+        "class_names": ["success", "failure"],
+        "segments_per_class": {"success": 3, "failure": 2},
+    }
+    meta = checkpoint.save(tmp_path / "shadow.safetensors", net, {"data": data})
+    shadow = Classifier(net, meta, device="cpu")
+    assert shadow.class0_share == pytest.approx(0.6) and active.class0_share is None
     monitor, _ = monitor_factory(sources=[{"id": "enc", "kind": "synthetic"}])
     source = ReplaySource("enc", recording, realtime=False)
     pipeline = Pipeline([source], active, monitor, max_batch=8)
@@ -475,7 +483,7 @@ def test_shadow_agreement_matches_an_independent_computation(
     assert tally.segments == len(a) >= 5
     assert tally.share_same == pytest.approx(float(np.mean(same)))
     assert tally.mean_abs_diff == pytest.approx(float(np.mean(np.abs(np.subtract(a, b)))), abs=2e-4)
-    assert tally.shadow_p_success == pytest.approx(float(np.mean(b)), abs=2e-4)
+    assert tally.shadow_p_success == pytest.approx(aggregate.running_p_success(b, 0.6), abs=2e-4)
     assert tally.active_p_success == pytest.approx(float(np.mean(a)), abs=2e-4)
     # The two models differ, so the figures mean something.
     assert 0 < tally.share_same < 1 and tally.mean_abs_diff > 0

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from model.aggregate import running_p_success
+from model.aggregate import running_p_success, running_series
 
 from .conftest import ENCLOSURE, SOURCE_ID, Console, Service, new_page
 
@@ -330,24 +330,27 @@ def test_missing_or_wrong_token_shows_the_login_form(browser: Any, service: Serv
         context.close()
 
 
-def test_running_mean_in_the_page_follows_the_encounter_rule(
-    live_page: tuple[Any, Console],
+@pytest.mark.parametrize("share", [None, 0.62])
+def test_running_figures_in_the_page_follow_the_encounter_rule(
+    live_page: tuple[Any, Console], share: float | None
 ) -> None:
     """The chart recovers each call's running P(success) from the snapshot's last segments and
-    the encounter's totals; it must agree with model.aggregate on every prefix."""
+    the encounter's totals; it must agree with model.aggregate on every prefix, with the
+    model's training share (the rule) and without it (a checkpoint that records none)."""
     page, _ = live_page
     rng = np.random.default_rng(5)
     p = rng.uniform(0, 1, size=40)
+    p[7] = 1.0  # clipped on both sides alike
     tail = 15
-    expected = [running_p_success(p[: i + 1]) for i in range(len(p))]
-    total = {"n": len(p), "p": running_p_success(p)}
+    expected = running_series(p, share)
+    total = {"n": len(p), "p": running_p_success(p, share)}
     recovered, from_start = page.evaluate(
-        """async ([ps, tail, total]) => {
-            const { runningMeans } = await import("./static/js/util.js");
+        """async ([ps, tail, total, share]) => {
+            const { runningFigures } = await import("./static/js/util.js");
             const segs = ps.map((p) => ({ p_success: p }));
-            return [runningMeans(segs.slice(-tail), total), runningMeans(segs, null)];
+            return [runningFigures(segs.slice(-tail), total, share), runningFigures(segs, null, share)];
         }""",
-        [p.tolist(), tail, total],
+        [p.tolist(), tail, total, share],
     )
     np.testing.assert_allclose(recovered, expected[-tail:], atol=1e-9)
     np.testing.assert_allclose(from_start, expected, atol=1e-9)

@@ -7,7 +7,7 @@ import { ProbabilityChart } from "./chart.js";
 import { clipButton } from "./clips.js";
 import { fmtNumber, fmtSeconds, t } from "./i18n.js";
 import {
-  $, clockTime, dateTime, duration, el, leaning, pct, runningMeans, secondsBetween, sparkline,
+  $, clockTime, dateTime, duration, el, leaning, pct, runningFigures, secondsBetween, sparkline,
   verdictBadge,
 } from "./util.js";
 
@@ -180,7 +180,8 @@ export class HistoryView {
         : null,
     ].filter(Boolean));
     this.chart = new ProbabilityChart(chartBox, { time: true, height: 220 });
-    const running = runningMeans(segments, { n: enc.n_segments, p: enc.p_success });
+    const share = this.app.state.model?.class0_share ?? null; // the live model's
+    const running = runningFigures(segments, { n: enc.n_segments, p: enc.p_success }, share);
     this.chart.setData(
       segments.map((s) => Date.parse(s.wall_time) / 1000),
       segments.map((s) => s.p_success),

@@ -8,7 +8,7 @@ import {
 } from "./i18n.js";
 import { Spectrogram } from "./spectrogram.js";
 import {
-  $, clockTime, duration, el, leaning, pct, runningMeans, secondsBetween, sparkline, verdictText,
+  $, clockTime, duration, el, leaning, pct, runningFigures, secondsBetween, sparkline, verdictText,
 } from "./util.js";
 
 const MAX_CALL_ROWS = 100;
@@ -238,7 +238,8 @@ export class LiveView {
     this.chartEncounter = encounter ? encounter.id : null;
     let running;
     if (encounter) {
-      const derived = runningMeans(segments, { n: encounter.n_segments, p: encounter.p_success });
+      const total = { n: encounter.n_segments, p: encounter.p_success };
+      const derived = runningFigures(segments, total, this.app.state.model?.class0_share ?? null);
       running = segments.map((s, i) => s.running_p_success ?? derived[i]);
     } else {
       running = segments.map((s) => s.running_p_success ?? null);

@@ -3,7 +3,7 @@
 import { request } from "./api.js";
 import { ProbabilityChart } from "./chart.js";
 import { errorText, fmtNumber, fmtSeconds, t } from "./i18n.js";
-import { $, el, formatBytes, leaning, pct, runningMeans, sparkline, verdictText } from "./util.js";
+import { $, el, formatBytes, leaning, pct, sparkline, verdictText } from "./util.js";
 
 const ACCEPTED = /\.(wav|flac|ogg|mp3)$/i;
 
@@ -117,7 +117,7 @@ export class UploadView {
     this.chart.setData(
       segments.map((s) => s.start_s),
       segments.map((s) => s.p_success),
-      runningMeans(segments, null),
+      segments.map((s) => s.running_p_success), // the encounter rule, as the service computed it
     );
   }
 }

@@ -135,29 +135,42 @@ export function formatBytes(n) {
   return fmtUnit(n / 1024 ** 2, "megabyte", 1);
 }
 
+const LOGIT_CLIP = 1e-6; // as model/aggregate.py clips a segment's probability
+
+function logOdds(p) {
+  const q = Math.min(1 - LOGIT_CLIP, Math.max(LOGIT_CLIP, p));
+  return Math.log(q / (1 - q));
+}
+
 /**
- * Running P(success) after each segment: the encounter rule (model/aggregate.py) is the mean of
- * the segments' p_success. `segments` are in time order. When they are only the tail of an
- * encounter (the snapshot holds the last 50 segments), `total` = {n, p} (the encounter's
- * n_segments and p_success) lets each earlier running value be recovered exactly.
+ * Running P(success) after each segment, by the encounter rule (model/aggregate.py): the mean
+ * log-odds of the segments' p_success less the log-odds of `share` (class 0's share of the
+ * model's training segments, model.class0_share), as a probability; the mean of p_success when
+ * `share` is null. `segments` are in time order. When they are only the tail of an encounter
+ * (the snapshot holds the last 50 segments), `total` = {n, p} (the encounter's n_segments and
+ * p_success) lets each earlier running value be recovered.
  */
-export function runningMeans(segments, total) {
+export function runningFigures(segments, total, share = null) {
+  const rule = Number.isFinite(share) && share > 0 && share < 1;
+  const prior = rule ? logOdds(share) : 0;
+  const term = (p) => (rule ? logOdds(p) : p);
+  const figure = (mean) => (rule ? 1 / (1 + Math.exp(-(mean - prior))) : Math.min(1, Math.max(0, mean)));
   const out = new Array(segments.length).fill(null);
   if (!segments.length) return out;
   if (total && total.n >= segments.length && total.p !== null && total.p !== undefined) {
-    let sum = total.p * total.n;
+    let sum = (rule ? logOdds(total.p) + prior : total.p) * total.n;
     let n = total.n;
     for (let i = segments.length - 1; i >= 0; i -= 1) {
-      out[i] = n > 0 ? Math.min(1, Math.max(0, sum / n)) : null;
-      sum -= segments[i].p_success;
+      out[i] = n > 0 ? figure(sum / n) : null;
+      sum -= term(segments[i].p_success);
       n -= 1;
     }
     return out;
   }
   let sum = 0;
   segments.forEach((seg, i) => {
-    sum += seg.p_success;
-    out[i] = sum / (i + 1);
+    sum += term(seg.p_success);
+    out[i] = figure(sum / (i + 1));
   });
   return out;
 }
