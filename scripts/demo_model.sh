@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 PANDAPULSE=${PANDAPULSE:-.venv/bin/pandapulse}
 WORK=${WORK:-build/demo-data}          # synthetic recordings and feature cache (not committed)
-ENCOUNTERS=${ENCOUNTERS:-320}
+ENCOUNTERS=${ENCOUNTERS:-640}
 SEED=${SEED:-1}
 GROUP=${GROUP:-pair}                   # held-out validation and CV folds by pair: unseen animals
 RECIPE=${RECIPE:-default}              # model/train.py; RECIPE=paper EPOCHS=500 for the paper's
