@@ -134,8 +134,11 @@ def held_out(data_dir: Path, kind: str, class_names: tuple[str, str]) -> dict[st
     return {"annotations": build(True), "detector": build(False)}
 
 
-def compare(name: str, data: Dataset, ref: np.ndarray, low: np.ndarray) -> Accuracy:
-    """``low`` (P(success) in a reduced precision) against ``ref`` (fp32) on ``data``."""
+def compare(
+    name: str, data: Dataset, ref: np.ndarray, low: np.ndarray, share: float | None
+) -> Accuracy:
+    """``low`` (P(success) in a reduced precision) against ``ref`` (fp32) on ``data``; the
+    encounters by the service's rule, with the checkpoint's training ``share``."""
     positive = data.labels == 0
     auc_ref = baselines.auc_score(positive, ref)
     auc_low = baselines.auc_score(positive, low)
@@ -143,8 +146,8 @@ def compare(name: str, data: Dataset, ref: np.ndarray, low: np.ndarray) -> Accur
     unit_flips = verdict_changes = 0
     for unit in np.unique(units):
         mask = units == unit
-        p_ref = aggregate.running_p_success(ref[mask])
-        p_low = aggregate.running_p_success(low[mask])
+        p_ref = aggregate.running_p_success(ref[mask], share)
+        p_low = aggregate.running_p_success(low[mask], share)
         assert p_ref is not None and p_low is not None
         unit_flips += int(aggregate.decide(p_ref) != aggregate.decide(p_low))
         verdict_changes += int(aggregate.verdict(p_ref) != aggregate.verdict(p_low))
@@ -326,7 +329,13 @@ def main(argv: list[str] | None = None) -> int:
     accuracy: dict[str, list[Accuracy]] = {}
     for precision in precisions:
         accuracy[precision] = [
-            compare(name, data, scores["fp32"][name], scores[precision][name])
+            compare(
+                name,
+                data,
+                scores["fp32"][name],
+                scores[precision][name],
+                classifiers["fp32"].class0_share,
+            )
             for name, data in datasets.items()
         ]
         for a in accuracy[precision]:

@@ -8,10 +8,10 @@ regression. SYNTH.md measured 97.5 % (h = 0), 93.5 % (h = 0.08, the default) and
 It also measures the ceiling of a model that scores one call at a time, as CGANet does: each
 call scored by the success share of its call type among the training folds' calls (a perfect
 call-type recogniser, calibrated like the demo model), giving the segment AUC such a model
-reaches and its encounter accuracy under the service's rule (mean probability > 0.5,
-``model.aggregate``), and under a rule that removes the calls' class prior (mean log-odds above
-the log-odds of the training calls' success share: successful encounters call more, so a
-failure's calls still average above 0.5). Calls longer than one segment count once here.
+reaches and its encounter accuracy under the earlier rule (mean probability > 0.5) and under
+the service's rule (``model.aggregate``), which removes the calls' class prior (mean log-odds
+above the log-odds of the training calls' success share: successful encounters call more, so a
+failure's calls can average above 0.5). Calls longer than one segment count once here.
 
     .venv/bin/python bench/synth_calibration.py [--encounters 600] [--duration 30] [--seed 0]
 """
@@ -141,7 +141,7 @@ def main() -> None:
         print(
             f"          scoring each call by its type alone: segment AUC {100 * auc:.1f} %,"
             f" encounter accuracy {100 * by_mean:.1f} % (mean P(success) > 0.5),"
-            f" {100 * by_evidence:.1f} % (prior-corrected mean log-odds > 0)"
+            f" {100 * by_evidence:.1f} % (the service's rule: prior-corrected mean log-odds > 0)"
         )
 
 
