@@ -68,8 +68,7 @@ def running_series(
     n = np.arange(1, values.size + 1)
     if prior is None:
         return np.cumsum(values) / n
-    evidence = np.cumsum(_logit(values)) / n - log_odds(check_share(prior))
-    return np.asarray(1.0 / (1.0 + np.exp(-evidence)))
+    return np.asarray(_without_prior(np.cumsum(_logit(values)) / n, prior))
 
 
 def check_share(prior: float) -> float:
@@ -105,8 +104,12 @@ def from_sums(p_sum: float, log_odds_sum: float, n: int, prior: float | None) ->
         return None
     if prior is None:
         return p_sum / n
-    evidence = log_odds_sum / n - log_odds(check_share(prior))
-    return float(1.0 / (1.0 + np.exp(-evidence)))
+    return float(_without_prior(np.asarray(log_odds_sum / n), prior))
+
+
+def _without_prior(mean_log_odds: np.ndarray, prior: float) -> np.ndarray:
+    """The probability whose log-odds are ``mean_log_odds`` less the log-odds of ``prior``."""
+    return np.asarray(1.0 / (1.0 + np.exp(log_odds(check_share(prior)) - mean_log_odds)))
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
