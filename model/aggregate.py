@@ -4,16 +4,18 @@ The rule, written down once and used by ``pandapulse predict``, ``/predict``, th
 encounter and the evaluation's encounter-level accuracy (``running_p_success``):
 
 - Each segment's calibrated P(success) (``model.calibration``) carries the share of success
-  among the training segments, its prior. When one class calls more often (on the synthetic
-  generator a successful pair calls 28 times per 30 s, a failing one 18), that share is above
-  one half, and an encounter of the other class averages above 0.5 on calls that say nothing.
+  among the segments its calibration was fitted on, its prior. When one class calls more often
+  (on the synthetic generator a successful pair calls 28 times per 30 s, a failing one 18),
+  that share is above one half, and an encounter of the other class averages above 0.5 on calls
+  that say nothing.
 - So an encounter is scored by its calls' evidence alone: the mean of its segments' log-odds
-  of success, less the log-odds of the training share (``class0_share``, read from the
-  checkpoint), turned back into a probability. Both classes are then equally likely before the
-  first call. The verdict is the first class when that probability > 0.5 (P_s > P_f,
-  ``decide``).
-- A checkpoint that does not record its training share is scored by the earlier rule, the
-  mean of the segments' P(success) (the paper's frame sum, eq. 4, extended over the encounter).
+  of success, less the log-odds of that share (``class0_share``, read from the checkpoint by
+  ``checkpoint_share``), turned back into a probability. Both classes are then equally likely
+  before the first call. The verdict is the first class when that probability > 0.5
+  (P_s > P_f, ``decide``).
+- Checkpoints from before the calibration recorded its share use their training segments'
+  share; one that records neither is scored by the earlier rule, the mean of the segments'
+  P(success) (the paper's frame sum, eq. 4, extended over the encounter).
 
 ``bench/synth_calibration.py`` measures both rules with a perfect call-type recogniser, and the
 held-out reports (``docs/reports/synthetic/test.md``) with the models.
@@ -89,6 +91,17 @@ def class0_share(summary: Mapping[str, Any]) -> float | None:
     if not names or not total or names[0] not in counts or not 0 < counts[names[0]] < total:
         return None
     return float(counts[names[0]] / total)
+
+
+def checkpoint_share(metadata: Mapping[str, Any]) -> float | None:
+    """The encounter rule's prior for a checkpoint's calibrated probabilities: class 0's share of
+    the segments its calibration was fitted on (``metrics.calibration.class0_share``), else of its
+    training segments (``data``, checkpoints from before the calibration recorded it); None when
+    neither is recorded."""
+    fitted = ((metadata.get("metrics") or {}).get("calibration") or {}).get("class0_share")
+    if isinstance(fitted, (int, float)) and 0.0 < fitted < 1.0:
+        return float(fitted)
+    return class0_share(metadata.get("data") or {})
 
 
 def log_odds(p: float) -> float:

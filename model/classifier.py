@@ -211,9 +211,10 @@ class Classifier:
         names = self.metadata.get("class_names", C.CLASS_NAMES)
         self.class_names: tuple[str, str] = (str(names[0]), str(names[1]))
         self.version: str = str(self.metadata.get("model_version", "untracked"))
-        self.class0_share: float | None = aggregate.class0_share(self.metadata.get("data") or {})
-        """Class 0's share of the training segments, the encounter rule's prior
-        (``model.aggregate``); None when the checkpoint does not record it."""
+        self.class0_share: float | None = aggregate.checkpoint_share(self.metadata)
+        """Class 0's share of the segments the calibration was fitted on (older checkpoints: of
+        the training segments), the encounter rule's prior (``model.aggregate``); None when the
+        checkpoint records neither."""
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.max_batch = max_batch

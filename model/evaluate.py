@@ -537,7 +537,7 @@ def score_checkpoint(
             log.info("fitting %s on %d segments of %s", method, len(train), baselines_from)
             fitted[method] = baselines.fit_baseline(method, train.features, train.labels)
         baseline_prior = aggregate.class0_share(train.summary)
-    checkpoint_prior = aggregate.class0_share(meta.get("data", {}))
+    checkpoint_prior = aggregate.checkpoint_share(meta)
 
     def held_out_row(
         method: str, path: str, data: Dataset, p: np.ndarray, prior: float | None

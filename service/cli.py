@@ -18,6 +18,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("model.predict", "score recordings with a trained CGANet"),
     "synth": ("model.synth", "generate synthetic giant panda breeding encounters"),
     "train": ("model.train", "train CGANet on a dataset folder"),
+    "calibrate": (
+        "model.recalibrate",
+        "refit a trained model's calibration on the segments the detector cuts, as the service"
+        " scores them",
+    ),
     "evaluate": ("model.evaluate", "cross-validate CGANet against SVM and FLDA (paper tables)"),
     "serve": ("service.main", "run the live monitoring service and dashboard"),
     "fleet": (

@@ -471,7 +471,13 @@ def check_model(
         yield Finding(
             "calibration",
             True,
-            f"probabilities Platt-scaled on validation (T = {calibration['temperature']:.2f},"
+            "probabilities Platt-scaled on "
+            + (
+                "the validation recordings as the detector cuts them"
+                if calibration.get("cut") == "detector"
+                else "validation"
+            )
+            + f" (T = {calibration['temperature']:.2f},"
             f" b = {calibration.get('bias', 0.0):+.2f},"
             f" validation ECE {calibration.get('val_ece_before', float('nan')):.3f} ->"
             f" {calibration.get('val_ece_after', float('nan')):.3f})",

@@ -8,7 +8,7 @@ reader always sees a consistent one without a lock.
 Per segment, each model's verdict is ``model.aggregate.verdict`` of its own P(class 0) for
 that segment (first class, second class or ``uncertain`` inside ``encounter.uncertain_band``);
 each model's running figure is the encounter rule over the tallied segments, with its own
-training share. A tally covers one source, one encounter and one shadow version: it starts
+``class0_share``. A tally covers one source, one encounter and one shadow version: it starts
 afresh when either changes.
 """
 
@@ -56,7 +56,7 @@ class Agreement:
 
     @property
     def shadow_p_success(self) -> float | None:
-        """The shadow model's, by the same rule with its own training share."""
+        """The shadow model's, by the same rule with its own class-0 share."""
         return aggregate.from_sums(
             self.shadow_sum, self.shadow_log_odds_sum, self.segments, self.shadow_share
         )

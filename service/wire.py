@@ -276,7 +276,7 @@ class ShadowAgreement(_Wire):
     active_p_success: float | None
     shadow_p_success: float | None
     """Each model's running P(success) over those segments by the encounter rule, with its own
-    training share (``model.aggregate``)."""
+    ``class0_share`` (``model.aggregate``)."""
     active_verdict: str | None
     shadow_verdict: str | None
     """Each model's encounter verdict from that figure (``encounter.uncertain_band``)."""

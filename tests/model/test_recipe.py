@@ -17,7 +17,7 @@ from model.classes import class_map
 from model.classifier import Classifier
 from model.errors import DataError
 from model.network import ATTENTION_SCALE, CGANet, segment_logit
-from model.train import TrainConfig, augment, class_weights, evaluate_scores, fit
+from model.train import TrainConfig, augment, calibrate, class_weights, evaluate_scores, fit
 
 FEATURES = (C.N_CHANNELS, C.N_FRAMES, C.N_MFCC)
 
@@ -151,6 +151,19 @@ def test_fit_calibrates_on_validation() -> None:
     result = fit(x[:32], y[:32], x[32:], y[32:], config)
     assert result.calibration["temperature"] == pytest.approx(result.model.temperature.item())
     assert result.calibration["val_ece_after"] <= result.calibration["val_ece_before"] + 1e-9
+    assert result.calibration["cut"] == "validation" and result.calibration["segments"] == 16
+    assert result.calibration["class0_share"] == pytest.approx(np.mean(y[32:] == 0))
+    # given another calibration set (the detector's cuts), the fit is on that set alone
+    other_x, other_y = separable(30, seed=9)
+    other_y[:20] = 0  # a different class share from the validation segments'
+    elsewhere = fit(
+        x[:32], y[:32], x[32:], y[32:], config, calibration_set=(other_x, other_y, "detector")
+    )
+    assert elsewhere.calibration["cut"] == "detector" and elsewhere.calibration["segments"] == 30
+    assert elsewhere.calibration["class0_share"] == pytest.approx(np.mean(other_y == 0))
+    assert elsewhere.calibration["temperature"] == pytest.approx(
+        calibrate(result.model, other_x, other_y)["temperature"], rel=1e-6
+    )
     off = fit(
         x[:32], y[:32], x[32:], y[32:], TrainConfig(**{**config.__dict__, "calibrate": False})
     )
@@ -348,3 +361,11 @@ def test_classifier_reads_its_training_share_from_the_checkpoint(tmp_path: Path)
     path = tmp_path / "m.safetensors"
     checkpoint.save(path, net, {"data": data})
     assert Classifier.from_checkpoint(path, device="cpu").class0_share == pytest.approx(0.75)
+    # the prior the calibrated probabilities carry is the calibration set's share, when recorded
+    metrics = {"calibration": {"temperature": 1.3, "class0_share": 0.52, "cut": "detector"}}
+    assert Classifier(net, {"data": data, "metrics": metrics}).class0_share == pytest.approx(0.52)
+    assert aggregate.checkpoint_share({"data": data, "metrics": metrics}) == pytest.approx(0.52)
+    assert aggregate.checkpoint_share({"data": data, "metrics": {}}) == pytest.approx(0.75)
+    unrecorded = {"calibration": {"temperature": 1.3, "class0_share": 1.0}}
+    assert aggregate.checkpoint_share({"data": data, "metrics": unrecorded}) == pytest.approx(0.75)
+    assert aggregate.checkpoint_share({}) is None

@@ -107,3 +107,60 @@ def test_cli_trains_and_saves_a_checkpoint(
     _model, meta = checkpoint.load(paper)
     assert meta["training"]["lr"] == C.LEARNING_RATE and meta["training"]["optimizer"] == "sgd"
     assert main(["train", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+
+
+def test_training_and_calibration_on_the_detectors_cuts_where_annotations_exist(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "synth"
+    assert main(["synth", str(data), "--encounters", "4", "--seed", "3", "--duration", "8"]) == 0
+    common = ["--epochs", "1", "--batch-size", "8", "--no-progress", "--val-fraction", "0.5"]
+    annotated, detected = tmp_path / "annotated.safetensors", tmp_path / "detected.safetensors"
+    assert main(["train", str(data), "--out", str(annotated), *common]) == 0
+    assert main(["train", str(data), "--out", str(detected), *common, "--ignore-annotations"]) == 0
+    plain = tmp_path / "plain.safetensors"
+    on_validation_args = ["--out", str(plain), *common, "--calibrate-on", "validation"]
+    assert main(["train", str(data), *on_validation_args]) == 0
+    by_annotations = checkpoint.read_metadata(annotated)
+    by_detector = checkpoint.read_metadata(detected)
+    assert by_annotations["data"]["segmentation"] == {"annotations": 4}
+    assert by_detector["data"]["segmentation"] == {"detector": 4}
+    assert by_detector["data"]["segments"] > 0 and by_detector["data"]["split"]["grouped"]
+    # trained on annotated calls, calibrated on the validation recordings as the detector cuts
+    # them: the same segments the detector-trained model was validated on
+    calibration = by_annotations["metrics"]["calibration"]
+    assert calibration["cut"] == "detector"
+    assert calibration["segments"] == by_detector["data"]["split"]["val_segments"]
+    assert by_detector["metrics"]["calibration"]["cut"] == "validation"
+    on_validation = checkpoint.read_metadata(plain)["metrics"]["calibration"]
+    assert on_validation["cut"] == "validation"
+    assert on_validation["segments"] == by_annotations["data"]["split"]["val_segments"]
+
+    # `pandapulse calibrate` refits the validation-calibrated model on the detector's cuts: the
+    # same weights and the same cuts give exactly the model trained with the default
+    refitted = tmp_path / "refitted.safetensors"
+    assert main(["calibrate", str(plain), "--out", str(refitted)]) == 0
+    again = checkpoint.read_metadata(refitted)
+    assert again["model_version"] == by_annotations["model_version"]
+    refit = again["metrics"]["calibration"]
+    assert {k: v for k, v in refit.items() if k != "val_ece_before"} == {
+        k: v for k, v in calibration.items() if k != "val_ece_before"
+    }
+    # "before" is the ECE of the probabilities as they were: here the validation calibration's
+    assert refit["val_ece_before"] != calibration["val_ece_before"]
+    assert (
+        again["metrics"]["recalibrated"]["from_model"]
+        == checkpoint.read_metadata(plain)["model_version"]
+    )
+    assert again["metrics"]["recalibrated"]["previous"] == on_validation
+    assert "calibrated on the detector's" in capsys.readouterr().out
+    # refused: a model whose validation segments already are the detector's cuts, and a folder
+    # that no longer gives the recorded split
+    assert main(["calibrate", str(detected), "--out", str(tmp_path / "x.safetensors")]) == 2
+    assert "already are the detector's cuts" in capsys.readouterr().err
+    other = tmp_path / "other"
+    assert main(["synth", str(other), "--encounters", "6", "--seed", "3", "--duration", "8"]) == 0
+    moved = ["--data-dir", str(other), "--out", str(tmp_path / "y.safetensors")]
+    assert main(["calibrate", str(plain), *moved]) == 2
+    assert "no longer gives the training split" in capsys.readouterr().err
+    assert not (tmp_path / "x.safetensors").exists() and not (tmp_path / "y.safetensors").exists()

@@ -144,8 +144,8 @@ function logOdds(p) {
 
 /**
  * Running P(success) after each segment, by the encounter rule (model/aggregate.py): the mean
- * log-odds of the segments' p_success less the log-odds of `share` (class 0's share of the
- * model's training segments, model.class0_share), as a probability; the mean of p_success when
+ * log-odds of the segments' p_success less the log-odds of `share` (model.class0_share: class
+ * 0's share of the segments the model was calibrated on), as a probability; the mean of p_success when
  * `share` is null. `segments` are in time order. When they are only the tail of an encounter
  * (the snapshot holds the last 50 segments), `total` = {n, p} (the encounter's n_segments and
  * p_success) lets each earlier running value be recovered.
