@@ -265,7 +265,8 @@ def held_out_markdown(
         "",
         f"{unit.capitalize()}-level accuracy aggregates each {unit}'s segments by the service's"
         " rule (`model.aggregate.running_p_success`): the segments' mean log-odds of class 0"
-        " less the log-odds of the class-0 share among the training segments"
+        " less the log-odds of the class-0 share among the segments each model was calibrated"
+        " on (CGANet: recorded in its checkpoint; SVM and FLDA: their training segments)"
         + (f" ({shares})" if shares else "")
         + ", success when above 0; the mean of P(class 0) where the share is not known."
         + (

@@ -124,7 +124,7 @@ class HeldOutRow:
     encounter_accuracy: float  # aggregate.running_p_success, the service's rule (with prior)
     found: dict[str, int]  # recordings per segmentation used (Dataset.summary)
     method: str = "cganet"  # METHODS: the checkpoint, or a baseline fitted beside it
-    prior: float | None = None  # class-0 share of the training segments, when known
+    prior: float | None = None  # the encounter rule's class-0 share (aggregate.checkpoint_share)
     encounter_accuracy_mean_rule: float | None = None  # the mean rule (prior None), when prior
 
     def to_json(self) -> dict[str, Any]:
@@ -132,7 +132,7 @@ class HeldOutRow:
             **self.metrics,
             "encounter_accuracy": self.encounter_accuracy,
             "encounter_accuracy_mean_rule": self.encounter_accuracy_mean_rule,
-            "training_class0_share": self.prior,
+            "class0_share": self.prior,
             "ece": self.ece,
             "segments": self.segments,
             "units": self.units,

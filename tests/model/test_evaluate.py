@@ -171,7 +171,7 @@ def test_held_out_test_scores_baselines_fitted_on_the_training_folder(
     assert f"fitted on all segments of `{train}`" in text
     # the training folder is balanced, so removing its class share changes nothing for them
     svm = report["baselines"]["svm"]["tiling"]
-    assert svm["training_class0_share"] == 0.5
+    assert svm["class0_share"] == 0.5
     assert svm["encounter_accuracy_mean_rule"] == svm["encounter_accuracy"]
     assert "accuracy, mean rule |" in text and "SVM (MFCC) 0.500" in text
 
