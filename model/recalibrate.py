@@ -19,7 +19,6 @@ so is the model version. The previous calibration is kept in the metadata.
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +28,6 @@ from model import checkpoint
 from model.data import build_dataset, subsample
 from model.errors import DataError
 from model.train import calibrate, group_split
-
-log = logging.getLogger(__name__)
 
 
 def recalibrate(
@@ -53,6 +50,11 @@ def recalibrate(
             " on annotations: its validation segments already are the detector's cuts"
         )
     folder = Path(data_dir or data["data_dir"])
+    if not folder.is_dir():
+        raise DataError(
+            f"{folder}, the training folder {path} records, is not a folder here: give it with"
+            " --data-dir"
+        )
     columns = data.get("columns") or {}
     common: dict[str, Any] = {
         "feature": data.get("feature", "mfcc"),

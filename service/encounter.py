@@ -7,10 +7,10 @@ replays behave like live audio) closes it again. An encounter a keeper started i
 by a keeper.
 
 The running probability is ``model.aggregate.running_p_success`` over the encounter's segments
-(their evidence: mean log-odds of success less those of the model's ``class0_share``, the
-share of the model that scored the latest segment; the mean P(success) for a model that does
-not record its share); the verdict (``model.aggregate.verdict``) is withheld until ``min_segments_for_verdict``
-segments.
+(their evidence: mean log-odds of success less those of the ``class0_share`` of the model
+that scored the latest segment; the mean P(success) for a model that does not record its
+share); the verdict (``model.aggregate.verdict``) is withheld until
+``min_segments_for_verdict`` segments.
 
 This module holds no I/O: ``EncounterBook`` is the in-memory state of the open encounters,
 owned by the monitor's worker thread (``service.monitor``), which stores what it decides.

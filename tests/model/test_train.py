@@ -163,4 +163,7 @@ def test_training_and_calibration_on_the_detectors_cuts_where_annotations_exist(
     moved = ["--data-dir", str(other), "--out", str(tmp_path / "y.safetensors")]
     assert main(["calibrate", str(plain), *moved]) == 2
     assert "no longer gives the training split" in capsys.readouterr().err
-    assert not (tmp_path / "x.safetensors").exists() and not (tmp_path / "y.safetensors").exists()
+    gone = ["--data-dir", str(tmp_path / "gone"), "--out", str(tmp_path / "z.safetensors")]
+    assert main(["calibrate", str(plain), *gone]) == 2
+    assert "give it with --data-dir" in capsys.readouterr().err
+    assert not any((tmp_path / f"{name}.safetensors").exists() for name in "xyz")
