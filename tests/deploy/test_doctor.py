@@ -48,7 +48,7 @@ def diagnose(
 
 
 def calibrated_checkpoint(
-    folder: Path, class_names: tuple[str, str] = ("success", "failure")
+    folder: Path, class_names: tuple[str, str] = ("success", "failure"), cut: str | None = None
 ) -> Path:
     """A seeded checkpoint whose temperature and metadata say it was calibrated (as
     ``pandapulse train`` saves one), with the given class names."""
@@ -59,7 +59,13 @@ def calibrated_checkpoint(
     net = CGANet()
     net.set_temperature(1.4)
     path = folder / f"calibrated-{'-'.join(class_names)}.safetensors"
-    calibration = {"temperature": 1.4, "val_ece_before": 0.12, "val_ece_after": 0.04}
+    calibration: dict[str, Any] = {
+        "temperature": 1.4,
+        "val_ece_before": 0.12,
+        "val_ece_after": 0.04,
+    }
+    if cut is not None:
+        calibration["cut"] = cut
     checkpoint.save(
         path, net, {"class_names": list(class_names), "metrics": {"calibration": calibration}}
     )
@@ -105,6 +111,16 @@ def test_all_ok_with_a_good_setup(tmp_path: Path, capsys: pytest.CaptureFixture[
 
     expected = choose_precision("cpu", cpu_flags())
     assert f"run in {expected}" in finding(report, "precision")["detail"]
+
+
+def test_the_calibration_says_which_segments_it_was_fitted_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for cut, wording in (("detector", "as the detector cuts them"), (None, "on validation (")):
+        path = str(calibrated_checkpoint(tmp_path / str(cut), cut=cut))
+        rc, report = diagnose(config(tmp_path / str(cut), inference={"model": path}), capsys)
+        detail = finding(report, "calibration")["detail"]
+        assert rc == 0 and wording in detail and "T = 1.40" in detail
 
 
 def test_a_fixed_precision_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
