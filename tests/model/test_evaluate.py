@@ -151,6 +151,28 @@ def test_checkpoint_scored_on_a_held_out_folder(tmp_path: Path, untrained_checkp
     assert "Held-out test" in (out / "test.md").read_text()
 
 
+def test_held_out_test_takes_out_the_share_the_checkpoint_was_calibrated_on(
+    tmp_path: Path,
+) -> None:
+    from model import checkpoint
+    from model.network import CGANet
+
+    data = make_folder(tmp_path / "data", n=4, seconds=2.0)
+    trained_on = {
+        "class_names": ["success", "failure"],
+        "segments_per_class": {"success": 3, "failure": 1},
+    }
+    path = tmp_path / "m.safetensors"
+    calibration = {"temperature": 1.0, "class0_share": 0.52, "cut": "detector"}
+    checkpoint.save(path, CGANet(), {"data": trained_on, "metrics": {"calibration": calibration}})
+    out = tmp_path / "test"
+    args = ["evaluate", str(data), "--out", str(out), "--checkpoint", str(path), "--no-detector"]
+    assert main(args) == 0
+    got = json.loads((out / "test.json").read_text())["test"]["cganet"]
+    assert got["class0_share"] == 0.52  # the calibration set's, not the training segments' 0.75
+    assert "CGANet (MFCC) 0.520" in (out / "test.md").read_text()
+
+
 def test_held_out_test_scores_baselines_fitted_on_the_training_folder(
     tmp_path: Path, untrained_checkpoint: Path
 ) -> None:
