@@ -255,7 +255,7 @@ def _cganet_fold(
         "best_epoch": result.best_epoch,
         "best_val_accuracy": result.best["accuracy"],
         "best_val_auc": result.best["auc"],
-        **{k: round(v, 4) for k, v in result.calibration.items()},
+        **{k: round(v, 4) if isinstance(v, float) else v for k, v in result.calibration.items()},
         "stopped_early": result.stopped_early,
         "train_seconds": round(result.seconds, 1),
         "segments_per_s": round(result.segments_per_s, 2),
