@@ -4,6 +4,9 @@
 # The synthetic report comes with the demo model (scripts/demo_model.sh).
 # The budget fits the 2-core development machine (about 15 min per data set); override it
 # through the environment, e.g. EPOCHS=500 PATIENCE= RECIPE=paper on a GPU machine.
+# The committed cats report also has the paper's segment split and Table 2:
+#   ONLY=cats SPLIT_MODES=encounter,segment ABLATION=encounter scripts/reports.sh   (about 60 min)
+# A stopped run resumes: finished folds are kept in docs/reports/NAME/.folds/ (not committed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
