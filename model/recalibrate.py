@@ -27,7 +27,7 @@ import numpy as np
 from model import checkpoint
 from model.data import build_dataset, subsample
 from model.errors import DataError
-from model.train import calibrate, group_split
+from model.train import calibrate, group_split, split_counts
 
 
 def recalibrate(
@@ -70,12 +70,7 @@ def recalibrate(
     tr, va = group_split(
         dataset.labels, dataset.groups, float(training["val_fraction"]), int(training["seed"])
     )
-    found = {
-        "train_segments": len(tr),
-        "val_segments": len(va),
-        "train_groups": len(set(dataset.groups[tr].tolist())),
-        "val_groups": len(set(dataset.groups[va].tolist())),
-    }
+    found = split_counts(dataset.groups, tr, va)
     recorded = {key: split.get(key) for key in found}
     if found != recorded:
         raise DataError(

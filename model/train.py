@@ -542,6 +542,17 @@ def fit(
     return result
 
 
+def split_counts(groups: np.ndarray, tr: np.ndarray, va: np.ndarray) -> dict[str, int]:
+    """Segments and groups on each side of a train/validation split, as checkpoints record it
+    (``data.split``; ``pandapulse calibrate`` redraws the split and compares)."""
+    return {
+        "train_segments": len(tr),
+        "val_segments": len(va),
+        "train_groups": len(set(groups[tr].tolist())),
+        "val_groups": len(set(groups[va].tolist())),
+    }
+
+
 def train_dataset(
     dataset: Dataset,
     config: TrainConfig,
@@ -569,10 +580,7 @@ def train_dataset(
                 " calibrating on the validation segments"
             )
     split = {
-        "train_segments": len(tr),
-        "val_segments": len(va),
-        "train_groups": len(set(dataset.groups[tr].tolist())),
-        "val_groups": len(set(dataset.groups[va].tolist())),
+        **split_counts(dataset.groups, tr, va),
         "val_fraction": config.val_fraction,
         "grouped": not set(dataset.groups[tr].tolist()) & set(dataset.groups[va].tolist()),
     }
